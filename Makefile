@@ -1,0 +1,35 @@
+# Fresh-machine commands. `make demo` sets up and runs the main job; `make test` sets up and runs every test.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test services lint bench
+
+# The CPU torch wheel goes in first: a bare torch requirement would pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/rlhf run --env CartPole-v1 --labels 100 --seed 0 --out runs/cartpole
+
+# PostgreSQL on 127.0.0.1:5432 for the database tests (started when down).
+services:
+	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	@for i in $$(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && exit 0; sleep 1; done; echo "PostgreSQL did not start"; exit 1
+
+test: setup services
+	$(VENV)/bin/pytest
+
+lint: setup
+	$(VENV)/bin/ruff check app worker tests bench
+	$(VENV)/bin/mypy
+
+bench: setup
+	$(VENV)/bin/pip install --quiet -e '.[bench]'
+	$(PY) bench/label_efficiency.py
+	$(PY) bench/ppo_throughput.py

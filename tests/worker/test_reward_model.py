@@ -1,0 +1,98 @@
+import numpy as np
+import torch
+
+from worker.config import RewardModelConfig
+from worker.reward_model import RewardEnsemble
+from worker.teachers import make_teacher
+from worker.types import LabeledPair, Segment
+
+LENGTH = 10
+
+
+def random_segment(rng, ended_from: int | None = None) -> Segment:
+    obs = rng.normal(size=(LENGTH, 3)).astype(np.float32)
+    rewards = obs[:, 0].copy()  # the true reward is the first observation coordinate
+    ended = np.zeros(LENGTH, bool)
+    if ended_from is not None:
+        ended[ended_from:] = True
+        obs[ended] = 0
+        rewards[ended] = 0
+    return Segment(obs, np.zeros(LENGTH, np.int64), rewards, ended)
+
+
+def labeled_pairs(rng, count, teacher_name="perfect"):
+    teacher = make_teacher(teacher_name, rng)
+    pairs = [(random_segment(rng), random_segment(rng)) for _ in range(count)]
+    return [LabeledPair(a, b, c) for (a, b), c in zip(pairs, teacher.answer(pairs))]
+
+
+def make_model(seed=0, **overrides) -> RewardEnsemble:
+    return RewardEnsemble(3, 2, True, RewardModelConfig(**overrides), torch.device("cpu"), seed)
+
+
+def test_ensemble_learns_a_known_reward_from_perfect_labels(rng):
+    model = make_model()
+    metrics = model.fit(labeled_pairs(rng, 150))
+    assert metrics["reward/val_accuracy"] >= 0.85
+    fresh = labeled_pairs(np.random.default_rng(7), 300)
+    assert model.accuracy(fresh) >= 0.9
+    segments = [random_segment(rng) for _ in range(200)]
+    learned = model.segment_sums(segments).mean(0)
+    true = np.array([s.true_return for s in segments])
+    assert np.corrcoef(learned, true)[0, 1] > 0.9
+
+
+def test_random_labels_teach_far_less_than_perfect_ones(rng):
+    segments = [random_segment(rng) for _ in range(200)]
+    spread = {}
+    for teacher in ("random", "perfect"):
+        model = make_model()
+        model.fit(labeled_pairs(np.random.default_rng(3), 100, teacher_name=teacher))
+        spread[teacher] = float(np.std(model.segment_sums(segments).mean(0)))
+    # Coin-flip labels leave summed rewards within about a logit of each other; real labels spread them wide.
+    assert spread["random"] < 1.0
+    assert spread["perfect"] > 4 * spread["random"]
+
+
+def test_members_differ_because_of_their_bootstrap_resamples(rng):
+    model = make_model()
+    model.fit(labeled_pairs(rng, 60))
+    sums = model.segment_sums([random_segment(rng) for _ in range(20)])
+    assert sums.shape == (3, 20)
+    assert not np.allclose(sums[0], sums[1])
+
+
+def test_ended_state_learns_a_low_reward_when_failing_loses(rng):
+    # Positive-reward world where ending early forfeits reward: the absorbing state must come out worse.
+    pairs = []
+    for _ in range(120):
+        a, b = random_segment(rng, ended_from=int(rng.integers(2, LENGTH))), random_segment(rng)
+        a = Segment(np.abs(a.obs), a.actions, np.where(a.ended, 0, 1).astype(np.float32), a.ended)
+        b = Segment(np.abs(b.obs), b.actions, np.ones(LENGTH, np.float32), b.ended)
+        pairs.append(LabeledPair(a, b, "right"))
+    model = make_model()
+    model.fit(pairs)
+    model.set_normalization([p.right for p in pairs] + [p.left for p in pairs], anchor_on_ended=True)
+    live = model.rewards(np.abs(rng.normal(size=(20, 4, 3))).astype(np.float32), np.zeros((20, 4), np.int64))
+    assert live.shape == (20, 4)
+    assert (live > 0).mean() > 0.95  # measured against the ended state, staying alive pays
+
+
+def test_skips_are_not_trained_on_and_equal_pulls_toward_even_odds(rng):
+    model = make_model()
+    a, b = random_segment(rng), random_segment(rng)
+    assert model.fit([LabeledPair(a, b, "skip")]) == {}
+    model.fit([LabeledPair(a, b, "equal")] * 20)
+    p = model.preference_probabilities([a], [b]).mean()
+    assert abs(p - 0.5) < 0.05
+
+
+def test_state_dict_round_trip_gives_identical_rewards(rng):
+    model = make_model()
+    model.fit(labeled_pairs(rng, 40))
+    model.set_normalization([random_segment(rng) for _ in range(10)], anchor_on_ended=False)
+    copy = make_model(seed=5)
+    copy.load_state_dict(model.state_dict())
+    obs = rng.normal(size=(7, 2, 3)).astype(np.float32)
+    actions = np.zeros((7, 2), np.int64)
+    np.testing.assert_array_equal(model.rewards(obs, actions), copy.rewards(obs, actions))

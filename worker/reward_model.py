@@ -1,0 +1,328 @@
+"""The Bradley-Terry preference model and the ensemble of reward networks trained with it.
+
+P[σ¹ ≻ σ²] = exp(Σr(σ¹)) / (exp(Σr(σ¹)) + exp(Σr(σ²))) = sigmoid(Σr(σ¹) − Σr(σ²)),
+mixed with a chance `noise` that the rater answered at random (Christiano et al. 2017, §2.2.3).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from worker.config import RewardModelConfig
+from worker.types import LabeledPair, Segment
+
+
+def preference_probability(sum_left: torch.Tensor, sum_right: torch.Tensor, noise: float = 0.0) -> torch.Tensor:
+    """P[left ≻ right] from the two summed rewards; a softmax over the pair, so ±1000 gives 1/0, never NaN."""
+    bt = torch.softmax(torch.stack([sum_left, sum_right], dim=-1), dim=-1)[..., 0]
+    return (1.0 - noise) * bt + noise * 0.5
+
+
+def preference_log_probs(
+    sum_left: torch.Tensor, sum_right: torch.Tensor, noise: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log P[left ≻ right] and log P[right ≻ left], computed in log space (log-sum-exp) for stability."""
+    log_bt = torch.log_softmax(torch.stack([sum_left, sum_right], dim=-1), dim=-1)
+    if noise == 0.0:
+        return log_bt[..., 0], log_bt[..., 1]
+    # log((1 - ε) p + ε/2) = logaddexp(log(1 - ε) + log p, log(ε/2))
+    mixed = torch.logaddexp(log_bt + math.log(1.0 - noise), torch.full_like(log_bt, math.log(noise / 2)))
+    return mixed[..., 0], mixed[..., 1]
+
+
+def preference_loss(
+    sum_left: torch.Tensor, sum_right: torch.Tensor, targets: torch.Tensor, noise: float = 0.0
+) -> torch.Tensor:
+    """Mean cross-entropy against soft targets P[left is better] (1, 0, or 0.5 for "equally good")."""
+    log_left, log_right = preference_log_probs(sum_left, sum_right, noise)
+    return -(targets * log_left + (1.0 - targets) * log_right).mean()
+
+
+class EnsembleMLP(nn.Module):
+    """M independent 2-hidden-layer MLPs evaluated together with batched matrix products.
+
+    Input (M, B, in_dim) → output (M, B). The last layer starts at zero, so an untrained member gives
+    the same reward everywhere: no preference, rather than a random one.
+    """
+
+    def __init__(self, members: int, in_dim: int, hidden: int) -> None:
+        super().__init__()
+        sizes = [in_dim, hidden, hidden, 1]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+            bound = 1.0 / math.sqrt(fan_in)
+            self.weights.append(nn.Parameter(torch.empty(members, fan_in, fan_out).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.zeros(members, 1, fan_out)))
+        with torch.no_grad():
+            self.weights[-1].zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            x = torch.baddbmm(bias, x, weight)
+            if i < len(self.weights) - 1:
+                x = F.leaky_relu(x, 0.01)
+        return x.squeeze(-1)
+
+
+class RewardEnsemble:
+    """An ensemble of reward networks r(s[, a]) trained on preferences, with its input normalization.
+
+    Inputs are the observation standardized by statistics of the labeled segments, the action (one-hot for
+    discrete actions) when `use_actions`, and an "ended" flag. In the absorbing ended state the observation and
+    action features are zero and the flag is one, so the network learns one reward for "the episode is over".
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        discrete_actions: bool,
+        config: RewardModelConfig,
+        device: torch.device,
+        seed: int,
+    ) -> None:
+        self.obs_dim = obs_dim
+        self.action_dim = action_dim
+        self.discrete_actions = discrete_actions
+        self.config = config
+        self.device = device
+        self.generator = torch.Generator().manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+        in_dim = obs_dim + (action_dim if config.use_actions else 0) + 1
+        torch.manual_seed(seed)
+        self.net = EnsembleMLP(config.ensemble_size, in_dim, config.hidden_size).to(device)
+        self.obs_mean = np.zeros(obs_dim, dtype=np.float32)
+        self.obs_std = np.ones(obs_dim, dtype=np.float32)
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.validation_accuracy = float("nan")
+        self.reward_offset = 0.0
+        self.reward_scale = 1.0
+
+    # ---- features -------------------------------------------------------------------------------------
+    def features(self, obs: np.ndarray, actions: np.ndarray | None, ended: np.ndarray) -> torch.Tensor:
+        """Network input for a batch of steps.
+
+        Args:
+            obs: (B, obs_dim) raw observations.
+            actions: (B,) discrete or (B, action_dim) continuous actions; ignored unless `use_actions`.
+            ended: (B,) bool, True in the absorbing ended state.
+
+        Returns:
+            (B, in_dim) float32 tensor on the model's device.
+        """
+        alive = (~ended.astype(bool)).astype(np.float32)[:, None]
+        parts = [(obs.astype(np.float32) - self.obs_mean) / self.obs_std * alive]
+        if self.config.use_actions:
+            if self.discrete_actions:
+                action_features = np.eye(self.action_dim, dtype=np.float32)[actions.astype(np.int64).reshape(-1)]
+            else:
+                action_features = actions.astype(np.float32).reshape(len(obs), -1)
+            parts.append(action_features * alive)
+        parts.append(1.0 - alive)
+        return torch.as_tensor(np.concatenate(parts, axis=1), device=self.device)
+
+    def segment_features(self, segments: Sequence[Segment]) -> torch.Tensor:
+        """(S, L, in_dim) features of S segments of equal length L."""
+        obs = np.stack([s.obs for s in segments])
+        actions = np.stack([s.actions for s in segments])
+        ended = np.stack([s.ended for s in segments])
+        count, length = ended.shape
+        flat = self.features(obs.reshape(count * length, -1), actions.reshape(count * length, -1), ended.ravel())
+        return flat.reshape(count, length, -1)
+
+    # ---- inference ------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def member_rewards(self, features: torch.Tensor) -> torch.Tensor:
+        """(M, *batch) raw rewards of every member for features of shape (*batch, in_dim)."""
+        batch_shape = features.shape[:-1]
+        flat = features.reshape(1, -1, features.shape[-1]).expand(self.config.ensemble_size, -1, -1)
+        return self.net(flat).reshape(self.config.ensemble_size, *batch_shape)
+
+    def segment_sums(self, segments: Sequence[Segment]) -> np.ndarray:
+        """(M, S) each member's summed reward over each segment."""
+        return self.member_rewards(self.segment_features(segments)).sum(-1).cpu().numpy()
+
+    def preference_probabilities(self, left: Sequence[Segment], right: Sequence[Segment]) -> np.ndarray:
+        """(M, P) each member's P[left ≻ right] for P pairs, without the noise term."""
+        sums_left = torch.as_tensor(self.segment_sums(left))
+        sums_right = torch.as_tensor(self.segment_sums(right))
+        return preference_probability(sums_left, sums_right).numpy()
+
+    def rewards(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """Normalized ensemble-mean reward for steps of a rollout, in one batched call.
+
+        Args:
+            obs: (T, N, obs_dim) raw observations (never the absorbing state).
+            actions: (T, N, *action_shape).
+
+        Returns:
+            (T, N) float32 rewards, shifted by `reward_offset` and divided by `reward_scale`.
+        """
+        batch_shape = obs.shape[:2]
+        count = batch_shape[0] * batch_shape[1]
+        feats = self.features(
+            obs.reshape(count, -1), actions.reshape(count, -1), np.zeros(count, dtype=bool)
+        )
+        raw = self.member_rewards(feats).mean(0).cpu().numpy()
+        return ((raw - self.reward_offset) / self.reward_scale).reshape(batch_shape).astype(np.float32)
+
+    def set_normalization(self, recent_segments: Sequence[Segment], anchor_on_ended: bool) -> None:
+        """Fix the offset and scale of the rewards given to PPO from recent segments.
+
+        The scale makes the per-step reward unit std over the recent segments' live steps. The offset matters
+        more than it looks when an agent can end its episode: PPO gives a terminated episode zero value from
+        then on, and the reward model's own view of "after the end" is the absorbing state's reward. Shifting
+        by that reward (`anchor_on_ended`) keeps the two consistent, so ending is worth exactly what the
+        labels said it is. Shifting to zero mean instead would turn "stay alive" into "die fast" whenever
+        the average learned reward is below the absorbing one. Without terminations we centre on the mean.
+        """
+        feats = self.segment_features(recent_segments)
+        alive = ~torch.as_tensor(np.stack([s.ended for s in recent_segments]), device=self.device)
+        step_rewards = self.member_rewards(feats).mean(0)[alive]
+        if anchor_on_ended:
+            no_action = np.zeros((1, 1 if self.discrete_actions else self.action_dim))
+            absorbing = self.features(np.zeros((1, self.obs_dim), np.float32), no_action, np.ones(1, bool))
+            self.reward_offset = float(self.member_rewards(absorbing).mean())
+        else:
+            self.reward_offset = float(step_rewards.mean())
+        std = float(step_rewards.std()) if step_rewards.numel() > 1 else 0.0
+        # An uninformative model (all rewards equal) stays at zero reward instead of amplified noise.
+        self.reward_scale = std if std > 1e-6 else 1.0
+
+    # ---- training -------------------------------------------------------------------------------------
+    def fit(self, pairs: Sequence[LabeledPair]) -> dict[str, float]:
+        """Train every member on all labeled pairs so far (skips dropped), with early stopping.
+
+        Members see their own bootstrap resample of the training split and continue from their previous
+        weights. A held-out validation split, shared by the members, decides when each stops — the weights
+        before this fit count as a candidate, so labels that teach nothing change nothing (the first fit starts
+        from a zero reward) — and gives the reported accuracy.
+
+        Returns:
+            Namespaced metrics: reward/val_accuracy, reward/val_loss, reward/train_pairs, reward/epochs.
+        """
+        trainable = [p for p in pairs if p.target is not None]
+        if not trainable:
+            return {}
+        if self.optimizer is None:
+            # Inputs are standardized by the first labels' statistics and kept fixed after, so that later fits
+            # can continue from the previous weights instead of starting over.
+            self._fit_input_normalization(trainable)
+            self.optimizer = self._make_optimizer()
+        order = self.rng.permutation(len(trainable))
+        val_count = int(round(len(trainable) * self.config.validation_fraction)) if len(trainable) >= 5 else 0
+        val_pairs = [trainable[i] for i in order[:val_count]]
+        train_pairs = [trainable[i] for i in order[val_count:]]
+
+        left, right, targets = self._tensors(train_pairs)
+        members = self.config.ensemble_size
+        bootstrap = torch.as_tensor(self.rng.integers(0, len(train_pairs), size=(members, len(train_pairs))))
+        val = self._tensors(val_pairs) if val_pairs else (left, right, targets)
+        optimizer = self.optimizer
+        best_loss = self._member_losses(*val)
+        best_state = copy.deepcopy(self.net.state_dict())
+        since_best = torch.zeros(members, dtype=torch.long)
+        epochs = 0
+        batch = self.config.batch_size
+        for epochs in range(1, self.config.max_epochs + 1):
+            shuffled = bootstrap[:, torch.randperm(len(train_pairs))]
+            for start in range(0, len(train_pairs), batch):
+                mb_idx = shuffled[:, start : start + batch].to(self.device)  # (M, b)
+                mb_sum_left = self._sums(left[mb_idx])
+                mb_sum_right = self._sums(right[mb_idx])
+                loss = preference_loss(mb_sum_left, mb_sum_right, targets[mb_idx], self.config.label_noise)
+                optimizer.zero_grad(set_to_none=True)
+                (loss * members).backward()  # each member's own mean loss
+                optimizer.step()
+            val_loss = self._member_losses(*val)
+            improved = val_loss < best_loss - 1e-4
+            best_loss = torch.where(improved, val_loss, best_loss)
+            since_best = torch.where(improved, 0, since_best + 1)
+            self._keep_improved_members(best_state, improved)
+            if bool((since_best >= self.config.patience).all()):
+                break
+        self.net.load_state_dict(best_state)
+
+        metrics = {"reward/train_pairs": float(len(train_pairs)), "reward/epochs": float(epochs)}
+        if val_pairs:
+            metrics["reward/val_loss"] = float(best_loss.mean())
+            metrics["reward/val_accuracy"] = self.validation_accuracy = self.accuracy(val_pairs)
+        return metrics
+
+    def accuracy(self, pairs: Sequence[LabeledPair]) -> float:
+        """Share of strict (left/right) labels whose side the ensemble mean prefers; NaN if there are none."""
+        strict = [p for p in pairs if p.choice in ("left", "right")]
+        if not strict:
+            return float("nan")
+        probs = self.preference_probabilities([p.left for p in strict], [p.right for p in strict]).mean(0)
+        said_left = np.array([p.choice == "left" for p in strict])
+        return float(np.mean((probs > 0.5) == said_left))
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(
+            self.net.parameters(), lr=self.config.learning_rate, weight_decay=self.config.weight_decay
+        )
+
+    def _fit_input_normalization(self, pairs: Sequence[LabeledPair]) -> None:
+        live_obs = np.concatenate([s.obs[~s.ended] for p in pairs for s in (p.left, p.right)])
+        if len(live_obs) > 1:
+            self.obs_mean = live_obs.mean(0).astype(np.float32)
+            self.obs_std = (live_obs.std(0) + 1e-6).astype(np.float32)
+
+    def _tensors(self, pairs: Sequence[LabeledPair]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        left = self.segment_features([p.left for p in pairs])
+        right = self.segment_features([p.right for p in pairs])
+        targets = torch.tensor([p.target for p in pairs], dtype=torch.float32, device=self.device)
+        return left, right, targets
+
+    def _sums(self, features: torch.Tensor) -> torch.Tensor:
+        """(M, b) summed rewards from per-member features of shape (M, b, L, in_dim)."""
+        members, count, length, in_dim = features.shape
+        return self.net(features.reshape(members, count * length, in_dim)).reshape(members, count, length).sum(-1)
+
+    @torch.no_grad()
+    def _member_losses(self, left: torch.Tensor, right: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(M,) each member's mean loss on the given pairs."""
+        members = self.config.ensemble_size
+        sums_left = self._sums(left.unsqueeze(0).expand(members, -1, -1, -1))
+        sums_right = self._sums(right.unsqueeze(0).expand(members, -1, -1, -1))
+        log_left, log_right = preference_log_probs(sums_left, sums_right, self.config.label_noise)
+        return -(targets * log_left + (1.0 - targets) * log_right).mean(-1).cpu()
+
+    def _keep_improved_members(self, best_state: dict[str, torch.Tensor], improved: torch.Tensor) -> None:
+        # Parameters hold all members stacked on dim 0; copy only the members that just improved.
+        for name, value in self.net.state_dict().items():
+            best_state[name][improved.to(value.device)] = value[improved.to(value.device)]
+
+    # ---- persistence ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, object]:
+        return {
+            "net": self.net.state_dict(),
+            "obs_mean": self.obs_mean,
+            "obs_std": self.obs_std,
+            "reward_offset": self.reward_offset,
+            "reward_scale": self.reward_scale,
+            "validation_accuracy": self.validation_accuracy,
+            "rng": self.rng.bit_generator.state,
+            "optimizer": self.optimizer.state_dict() if self.optimizer else None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.obs_mean = np.asarray(state["obs_mean"], dtype=np.float32)
+        self.obs_std = np.asarray(state["obs_std"], dtype=np.float32)
+        self.reward_offset = float(state["reward_offset"])
+        self.reward_scale = float(state["reward_scale"])
+        self.validation_accuracy = float(state["validation_accuracy"])
+        self.rng.bit_generator.state = state["rng"]
+        if state.get("optimizer") is not None:
+            self.optimizer = self._make_optimizer()
+            self.optimizer.load_state_dict(state["optimizer"])
