@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test services lint bench
+.PHONY: setup demo test services browser lint bench
 
 # The CPU torch wheel goes in first: a bare torch requirement would pull a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
@@ -22,7 +22,11 @@ services:
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
 	@for i in $$(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && exit 0; sleep 1; done; echo "PostgreSQL did not start"; exit 1
 
-test: setup services
+# Debian's Chromium for the browser tests (Playwright drives it; it cannot download its own).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
+
+test: setup services browser
 	$(VENV)/bin/pytest
 
 lint: setup

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 DEFAULT_TIMESTEPS = {
     "CartPole-v1": 60_000,
     "Acrobot-v1": 150_000,
-    "Pendulum-v1": 150_000,
+    "Pendulum-v1": 60_000,
     "MountainCarContinuous-v0": 150_000,
 }
 FALLBACK_TIMESTEPS = 200_000
@@ -70,7 +70,7 @@ class RunConfig:
     """Torch device for training: auto (CUDA when present), cpu, cuda."""
     initial_label_fraction: float = 0.25
     """Share of the labels asked at the start, about segments of the initial policy."""
-    label_schedule_end: float = 0.5
+    label_schedule_end: float = 0.75
     """Fraction of the timesteps by which every label has been asked; the rate decays until then."""
     segments_per_rollout: int = 64
     """Segments cut from each PPO rollout into the pool that queries are drawn from."""

@@ -29,24 +29,28 @@ class MetricsLogger:
 
 
 def plot_curve(curve: Sequence[dict[str, float]], path: Path, title: str) -> None:
-    """Draw true return and reward-model accuracy against labels used, into a PNG."""
+    """Draw true return against labels used and against env steps, and reward-model accuracy against labels."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
     labels = [point["labels"] for point in curve]
-    fig, (ax_return, ax_accuracy) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_return.plot(labels, [point["true_return"] for point in curve], marker="o", color="tab:blue")
-    ax_return.set(xlabel="labels used", ylabel="true return (mean over eval episodes)", title="Policy")
-    ax_return.grid(alpha=0.3)
-    accuracy = [(point["labels"], point.get("reward_accuracy", math.nan)) for point in curve]
-    accuracy = [(n, a) for n, a in accuracy if not math.isnan(a)]
+    returns = [point["true_return"] for point in curve]
+    fig, (ax_labels, ax_steps, ax_accuracy) = plt.subplots(1, 3, figsize=(14, 4))
+    ax_labels.plot(labels, returns, marker="o", color="tab:blue")
+    ax_labels.set(xlabel="labels used", ylabel="true return (mean of eval episodes)", title="Policy vs labels")
+    ax_steps.plot([point["timesteps"] for point in curve], returns, marker="o", color="tab:blue")
+    ax_steps.set(xlabel="env steps", title="Policy vs env steps")
+    ax_steps.xaxis.set_major_formatter(lambda value, _: f"{value / 1000:g}k")
+    accuracy = [(n, point.get("reward_accuracy", math.nan)) for n, point in zip(labels, curve, strict=True)]
+    accuracy = [(n, a) for n, a in accuracy if a is not None and not math.isnan(a)]
     if accuracy:
         ax_accuracy.plot(*zip(*accuracy, strict=True), marker="o", color="tab:green")
     ax_accuracy.set(xlabel="labels used", ylabel="validation accuracy", title="Reward model", ylim=(0.0, 1.05))
     ax_accuracy.axhline(0.5, color="grey", linestyle=":", linewidth=1)
-    ax_accuracy.grid(alpha=0.3)
+    for ax in (ax_labels, ax_steps, ax_accuracy):
+        ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

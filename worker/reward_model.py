@@ -102,6 +102,7 @@ class RewardEnsemble:
         self.obs_mean = np.zeros(obs_dim, dtype=np.float32)
         self.obs_std = np.ones(obs_dim, dtype=np.float32)
         self.optimizer: torch.optim.Optimizer | None = None
+        self.in_validation: list[bool] = []
         self.validation_accuracy = float("nan")
         self.reward_offset = 0.0
         self.reward_scale = 1.0
@@ -177,12 +178,16 @@ class RewardEnsemble:
     def set_normalization(self, recent_segments: Sequence[Segment], anchor_on_ended: bool) -> None:
         """Fix the offset and scale of the rewards given to PPO from recent segments.
 
-        The scale makes the per-step reward unit std over the recent segments' live steps. The offset matters
-        more than it looks when an agent can end its episode: PPO gives a terminated episode zero value from
-        then on, and the reward model's own view of "after the end" is the absorbing state's reward. Shifting
-        by that reward (`anchor_on_ended`) keeps the two consistent, so ending is worth exactly what the
-        labels said it is. Shifting to zero mean instead would turn "stay alive" into "die fast" whenever
-        the average learned reward is below the absorbing one. Without terminations we centre on the mean.
+        The offset matters more than it looks when an agent can end its episode: PPO gives a terminated episode
+        zero value from then on, and the reward model's own view of "after the end" is the absorbing state's
+        reward. Shifting by that reward (`anchor_on_ended`) keeps the two consistent, so ending is worth
+        exactly what the labels said it is; shifting to zero mean instead would turn "stay alive" into "die
+        fast" whenever the average learned reward is below the absorbing one. Without terminations we centre
+        on the mean.
+
+        The scale is the root mean square of the shifted rewards over the recent segments' live steps: the std
+        when centred on the mean, and about 1 per step for a CartPole-like "alive beats ended" reward (whose
+        std alone may be tiny, which would blow the rewards up).
         """
         feats = self.segment_features(recent_segments)
         alive = ~torch.as_tensor(np.stack([s.ended for s in recent_segments]), device=self.device)
@@ -193,13 +198,16 @@ class RewardEnsemble:
             self.reward_offset = float(self.member_rewards(absorbing).mean())
         else:
             self.reward_offset = float(step_rewards.mean())
-        std = float(step_rewards.std()) if step_rewards.numel() > 1 else 0.0
+        rms = float(torch.sqrt(torch.mean((step_rewards - self.reward_offset) ** 2))) if step_rewards.numel() else 0.0
         # An uninformative model (all rewards equal) stays at zero reward instead of amplified noise.
-        self.reward_scale = std if std > 1e-6 else 1.0
+        self.reward_scale = rms if rms > 1e-6 else 1.0
 
     # ---- training -------------------------------------------------------------------------------------
     def fit(self, pairs: Sequence[LabeledPair]) -> dict[str, float]:
         """Train every member on all labeled pairs so far (skips dropped), with early stopping.
+
+        `pairs` are all labels so far in the order they arrived: a later call passes the same list with new
+        pairs appended.
 
         Members see their own bootstrap resample of the training split and continue from their previous
         weights. A held-out validation split, shared by the members, decides when each stops — the weights
@@ -209,18 +217,20 @@ class RewardEnsemble:
         Returns:
             Namespaced metrics: reward/val_accuracy, reward/val_loss, reward/train_pairs, reward/epochs.
         """
-        trainable = [p for p in pairs if p.target is not None]
-        if not trainable:
+        # Each pair joins the validation or the training split once, when first seen, and stays there: the
+        # members continue from earlier fits, so a pair trained on before must never be validated on.
+        while len(self.in_validation) < len(pairs):
+            self.in_validation.append(bool(self.rng.random() < self.config.validation_fraction))
+        trainable = [i for i, p in enumerate(pairs) if p.target is not None]
+        train_pairs = [pairs[i] for i in trainable if not self.in_validation[i]]
+        val_pairs = [pairs[i] for i in trainable if self.in_validation[i]]
+        if not train_pairs:
             return {}
         if self.optimizer is None:
             # Inputs are standardized by the first labels' statistics and kept fixed after, so that later fits
             # can continue from the previous weights instead of starting over.
-            self._fit_input_normalization(trainable)
+            self._fit_input_normalization(train_pairs)
             self.optimizer = self._make_optimizer()
-        order = self.rng.permutation(len(trainable))
-        val_count = int(round(len(trainable) * self.config.validation_fraction)) if len(trainable) >= 5 else 0
-        val_pairs = [trainable[i] for i in order[:val_count]]
-        train_pairs = [trainable[i] for i in order[val_count:]]
 
         left, right, targets = self._tensors(train_pairs)
         members = self.config.ensemble_size
@@ -230,9 +240,10 @@ class RewardEnsemble:
         best_loss = self._member_losses(*val)
         best_state = copy.deepcopy(self.net.state_dict())
         since_best = torch.zeros(members, dtype=torch.long)
-        epochs = 0
+        epochs_run = 0
         batch = self.config.batch_size
-        for epochs in range(1, self.config.max_epochs + 1):
+        for epoch in range(1, self.config.max_epochs + 1):
+            epochs_run = epoch
             shuffled = bootstrap[:, torch.randperm(len(train_pairs))]
             for start in range(0, len(train_pairs), batch):
                 mb_idx = shuffled[:, start : start + batch].to(self.device)  # (M, b)
@@ -251,7 +262,7 @@ class RewardEnsemble:
                 break
         self.net.load_state_dict(best_state)
 
-        metrics = {"reward/train_pairs": float(len(train_pairs)), "reward/epochs": float(epochs)}
+        metrics = {"reward/train_pairs": float(len(train_pairs)), "reward/epochs": float(epochs_run)}
         if val_pairs:
             metrics["reward/val_loss"] = float(best_loss.mean())
             metrics["reward/val_accuracy"] = self.validation_accuracy = self.accuracy(val_pairs)
@@ -313,6 +324,7 @@ class RewardEnsemble:
             "validation_accuracy": self.validation_accuracy,
             "rng": self.rng.bit_generator.state,
             "optimizer": self.optimizer.state_dict() if self.optimizer else None,
+            "in_validation": self.in_validation,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -323,6 +335,7 @@ class RewardEnsemble:
         self.reward_scale = float(state["reward_scale"])
         self.validation_accuracy = float(state["validation_accuracy"])
         self.rng.bit_generator.state = state["rng"]
+        self.in_validation = list(state["in_validation"])
         if state.get("optimizer") is not None:
             self.optimizer = self._make_optimizer()
             self.optimizer.load_state_dict(state["optimizer"])

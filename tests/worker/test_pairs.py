@@ -6,14 +6,15 @@ from worker.types import Segment
 
 
 def seg(value: float) -> Segment:
-    return Segment(np.full((2, 1), value, np.float32), np.zeros(2, np.int64), np.zeros(2, np.float32), np.zeros(2, bool))
+    obs = np.full((2, 1), value, np.float32)
+    return Segment(obs, np.zeros(2, np.int64), np.zeros(2, np.float32), np.zeros(2, bool))
 
 
 class ContestedEnsemble:
     """Members agree on every pair except those involving segment 3."""
 
     def preference_probabilities(self, left, right):
-        contested = np.array([3.0 in (a.obs[0, 0], b.obs[0, 0]) for a, b in zip(left, right)])
+        contested = np.array([3.0 in (a.obs[0, 0], b.obs[0, 0]) for a, b in zip(left, right, strict=True)])
         return np.stack([np.where(contested, 0.9, 0.6), np.where(contested, 0.1, 0.6)])
 
 

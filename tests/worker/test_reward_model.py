@@ -23,7 +23,7 @@ def random_segment(rng, ended_from: int | None = None) -> Segment:
 def labeled_pairs(rng, count, teacher_name="perfect"):
     teacher = make_teacher(teacher_name, rng)
     pairs = [(random_segment(rng), random_segment(rng)) for _ in range(count)]
-    return [LabeledPair(a, b, c) for (a, b), c in zip(pairs, teacher.answer(pairs))]
+    return [LabeledPair(a, b, c) for (a, b), c in zip(pairs, teacher.answer(pairs), strict=True)]
 
 
 def make_model(seed=0, **overrides) -> RewardEnsemble:

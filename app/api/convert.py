@@ -1,0 +1,107 @@
+"""Rows and data-layer results → response models (one place that builds URLs and fixes time zones)."""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from app import crud, schemas
+from app.models import Experiment, Label, Pair, Segment
+
+API_PREFIX = "/api/v1"
+
+
+def clip_url(segment_id: int) -> str:
+    return f"{API_PREFIX}/segments/{segment_id}/clip"
+
+
+def poster_url(segment_id: int) -> str:
+    return f"{API_PREFIX}/segments/{segment_id}/poster"
+
+
+def experiment_out(session: Session, experiment: Experiment, detailed: bool) -> schemas.ExperimentOut:
+    out = schemas.ExperimentOut.model_validate(
+        {
+            **{
+                name: getattr(experiment, name)
+                for name in schemas.ExperimentOut.model_fields
+                if hasattr(experiment, name)
+            },
+            "created_at": crud.as_utc(experiment.created_at),
+            "updated_at": crud.as_utc(experiment.updated_at),
+        }
+    )
+    if detailed:
+        out.counts = schemas.ExperimentCounts(**crud.experiment_counts(session, experiment.id))
+        out.latest_metrics = {
+            key: schemas.MetricValue(step=step, value=value)
+            for key, (step, value) in crud.latest_metrics(session, experiment.id).items()
+        }
+    return out
+
+
+def segment_out(segment: Segment, include_arrays: bool) -> schemas.SegmentOut:
+    out = schemas.SegmentOut(
+        id=segment.id,
+        experiment_id=segment.experiment_id,
+        length=segment.length,
+        env_id=segment.env_id,
+        seed=segment.seed,
+        policy_step=segment.policy_step,
+        true_return=segment.true_return,
+        clip_status=segment.clip_status,
+        clip=None,
+        clip_url=clip_url(segment.id),
+        poster_url=poster_url(segment.id),
+        created_at=crud.as_utc(segment.created_at),
+    )
+    if segment.clip is not None:
+        out.clip = schemas.ClipOut.model_validate(segment.clip, from_attributes=True)
+    if include_arrays:
+        arrays = crud.segment_arrays(segment)
+        out.obs = arrays.obs.tolist()
+        out.actions = arrays.actions.tolist()
+        out.true_rewards = (
+            None if segment.true_rewards is None else arrays.true_rewards.astype(np.float64).tolist()
+        )
+        out.ended = arrays.ended.tolist()
+    return out
+
+
+def pair_out(pair: Pair) -> schemas.PairOut:
+    out = schemas.PairOut.model_validate(pair, from_attributes=True)
+    out.created_at = crud.as_utc(pair.created_at)
+    return out
+
+
+def segment_ref(segment_id: int, clip_status: str) -> schemas.SegmentRef:
+    return schemas.SegmentRef(
+        id=segment_id,
+        clip_url=clip_url(segment_id),
+        poster_url=poster_url(segment_id),
+        clip_status=clip_status,
+    )
+
+
+def lease_out(info: crud.LeaseInfo) -> schemas.LeaseOut:
+    return schemas.LeaseOut(
+        lease_id=info.lease_id,
+        pair_id=info.pair_id,
+        experiment_id=info.experiment_id,
+        expires_at=info.expires_at,
+        left=segment_ref(info.left_segment_id, info.left_clip_status),
+        right=segment_ref(info.right_segment_id, info.right_clip_status),
+    )
+
+
+def label_out(label: Label) -> schemas.LabelOut:
+    return schemas.LabelOut(
+        id=label.id,
+        experiment_id=label.experiment_id,
+        pair_id=label.pair_id,
+        rater_id=label.rater_id,
+        choice=label.choice,  # type: ignore[arg-type]
+        response_time_ms=label.response_time_ms,
+        idempotency_key=label.idempotency_key,
+        created_at=crud.as_utc(label.created_at),
+    )

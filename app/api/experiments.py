@@ -1,0 +1,69 @@
+"""Experiments: create, list, read with counts and latest metrics, change mode and instructions; metrics."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from app import crud, schemas
+from app.api.convert import experiment_out
+from app.deps import AdminDep, PrincipalDep, SessionDep, check_experiment_access
+
+router = APIRouter(prefix="/experiments", tags=["experiments"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=schemas.ExperimentOut)
+def create_experiment(
+    body: schemas.ExperimentCreate, session: SessionDep, _admin: AdminDep
+) -> schemas.ExperimentOut:
+    """Create an experiment with its environment, spaces, teacher mode and instructions (admin)."""
+    experiment = crud.create_experiment(session, body)
+    return experiment_out(session, experiment, detailed=True)
+
+
+@router.get("", response_model=list[schemas.ExperimentOut])
+def list_experiments(session: SessionDep, principal: PrincipalDep) -> list[schemas.ExperimentOut]:
+    """List experiments: all for the admin, the invited ones for a rater."""
+    experiments = crud.list_experiments(session, rater_id=None if principal.is_admin else principal.rater_id)
+    return [experiment_out(session, experiment, detailed=False) for experiment in experiments]
+
+
+@router.get("/{experiment_id}", response_model=schemas.ExperimentOut)
+def get_experiment(experiment_id: int, session: SessionDep, principal: PrincipalDep) -> schemas.ExperimentOut:
+    """Read an experiment with its counts (segments, pairs, labels, raters) and latest metrics."""
+    check_experiment_access(session, principal, experiment_id)
+    return experiment_out(session, crud.get_experiment(session, experiment_id), detailed=True)
+
+
+@router.patch("/{experiment_id}", response_model=schemas.ExperimentOut)
+def update_experiment(
+    experiment_id: int, body: schemas.ExperimentUpdate, session: SessionDep, _admin: AdminDep
+) -> schemas.ExperimentOut:
+    """Change teacher mode, instructions, status or budgets (admin); a mode switch acts from the next pair."""
+    experiment = crud.update_experiment(session, experiment_id, body.model_dump(exclude_unset=True))
+    return experiment_out(session, experiment, detailed=True)
+
+
+@router.post("/{experiment_id}/metrics", status_code=status.HTTP_204_NO_CONTENT)
+def record_metrics(
+    experiment_id: int, body: schemas.MetricsRecord, session: SessionDep, _admin: AdminDep
+) -> None:
+    """Append metric points (e.g. `env/true_return`) at a training step (admin or worker)."""
+    crud.record_metrics(session, experiment_id, body.step, body.values)
+
+
+@router.get("/{experiment_id}/metrics", response_model=dict[str, list[schemas.MetricValue]])
+def get_metrics(
+    experiment_id: int,
+    session: SessionDep,
+    principal: PrincipalDep,
+    key: Annotated[list[str] | None, Query(description="Series to return; all when omitted.")] = None,
+    after_step: Annotated[int | None, Query(ge=0, description="Only points after this step.")] = None,
+) -> dict[str, list[schemas.MetricValue]]:
+    """Metric series of an experiment, by key, in step order."""
+    check_experiment_access(session, principal, experiment_id)
+    series = crud.metric_series(session, experiment_id, keys=key, after_step=after_step)
+    return {
+        name: [schemas.MetricValue(step=s, value=v) for s, v in points] for name, points in series.items()
+    }

@@ -1,0 +1,21 @@
+"""Liveness with a database round trip, for load balancers and `docker compose` health checks."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, status
+from sqlalchemy.exc import SQLAlchemyError
+
+from app import db, schemas
+from app.deps import SessionDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=schemas.Health)
+def get_health(session: SessionDep) -> schemas.Health:
+    """Answer ok when the database answers a ping; 503 otherwise."""
+    try:
+        db.ping(session)
+    except SQLAlchemyError as error:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "database: unreachable") from error
+    return schemas.Health(status="ok", database=session.get_bind().dialect.name)

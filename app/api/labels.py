@@ -1,0 +1,160 @@
+"""Labels: submit (idempotent), undo the last one, export as JSONL or CSV (streamed), import JSONL."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from pydantic import ConfigDict, Field, ValidationError, model_validator
+from sqlalchemy.orm import Session, sessionmaker
+
+from app import crud, schemas
+from app.api.convert import label_out, lease_out
+from app.deps import AdminDep, RaterDep, SessionDep, SettingsDep, check_experiment_access
+from app.errors import Invalid
+
+router = APIRouter(tags=["labels"])
+
+
+@router.post(
+    "/labels",
+    status_code=status.HTTP_201_CREATED,
+    response_model=schemas.LabelOut,
+    responses={409: {"description": "No lease on the pair, already labeled, or idempotency key reused."}},
+)
+def submit_label(body: schemas.LabelCreate, session: SessionDep, rater: RaterDep) -> schemas.LabelOut:
+    """Store the calling rater's choice for a leased pair; the same idempotency key answers the same label."""
+    assert rater.rater_id is not None
+    label, _created = crud.submit_label(
+        session, rater.rater_id, body.pair_id, body.choice, body.response_time_ms, body.idempotency_key
+    )
+    return label_out(label)
+
+
+@router.post("/experiments/{experiment_id}/labels/undo", response_model=schemas.UndoOut)
+def undo_label(
+    experiment_id: int, session: SessionDep, settings: SettingsDep, rater: RaterDep
+) -> schemas.UndoOut:
+    """Remove the calling rater's last label in the experiment and lease its pair back to them."""
+    check_experiment_access(session, rater, experiment_id)
+    assert rater.rater_id is not None
+    label, info = crud.undo_last_label(session, experiment_id, rater.rater_id, settings.lease_seconds)
+    return schemas.UndoOut(label=label_out(label), lease=lease_out(info))
+
+
+def _stream_records(factory: sessionmaker[Session], experiment_id: int, export_format: str) -> Iterator[str]:
+    # Its own session: the request's session closes before a streamed body is sent.
+    with factory() as session:
+        if export_format == "csv":
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fieldnames=crud.EXPORT_FIELDS, lineterminator="\n")
+            writer.writeheader()
+            for record in crud.iter_label_records(session, experiment_id):
+                writer.writerow(record)
+                if buffer.tell() > 64 * 1024:
+                    yield buffer.getvalue()
+                    buffer.seek(0)
+                    buffer.truncate()
+            yield buffer.getvalue()
+        else:
+            for record in crud.iter_label_records(session, experiment_id):
+                yield json.dumps(record) + "\n"
+
+
+@router.get(
+    "/experiments/{experiment_id}/labels/export",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}},
+)
+def export_labels(
+    experiment_id: int,
+    request: Request,
+    session: SessionDep,
+    _admin: AdminDep,
+    format: Annotated[
+        Literal["jsonl", "csv"], Query(description="jsonl (one JSON object a line) or csv.")
+    ] = "jsonl",
+) -> StreamingResponse:
+    """Stream every label with its segment ids, rater, time and response time, as JSONL or CSV (admin)."""
+    crud.get_experiment(session, experiment_id)
+    media_type = "text/csv" if format == "csv" else "application/x-ndjson"
+    filename = f"experiment-{experiment_id}-labels.{format}"
+    return StreamingResponse(
+        _stream_records(request.app.state.session_factory, experiment_id, format),
+        media_type=media_type,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+class LabelImport(schemas.StrictModel):
+    """One JSONL line of an import: an export record (extra export fields are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    pair_id: int = Field(ge=1)
+    choice: schemas.Choice
+    rater_id: int | None = Field(default=None, ge=1)
+    rater_name: str | None = Field(default=None, min_length=1, max_length=200)
+    response_time_ms: int | None = Field(default=None, ge=0)
+    created_at: datetime | None = None
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _needs_a_rater(self) -> LabelImport:
+        if self.rater_id is None and self.rater_name is None:
+            raise ValueError("rater_id or rater_name is required")
+        return self
+
+
+def parse_jsonl(text: str) -> list[crud.ImportedLabel]:
+    """Validate every line; the first bad one raises Invalid naming the line and field."""
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = LabelImport.model_validate_json(line)
+        except ValidationError as error:
+            first = error.errors()[0]
+            location = ".".join(str(part) for part in first["loc"])
+            raise Invalid(
+                f"line {number}.{location}" if location else f"line {number}", first["msg"]
+            ) from error
+        records.append(crud.ImportedLabel(line=number, **item.model_dump()))
+    return records
+
+
+@router.post(
+    "/experiments/{experiment_id}/labels/import",
+    response_model=schemas.ImportResult,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-ndjson": {
+                    "schema": {"type": "string"},
+                    "example": '{"pair_id": 12, "rater_name": "alice", "choice": "left"}\n',
+                }
+            },
+        }
+    },
+)
+async def import_labels(
+    experiment_id: int, request: Request, session: SessionDep, _admin: AdminDep
+) -> schemas.ImportResult:
+    """Import labels from JSONL (e.g. an export); all lines are stored or none (admin)."""
+    body = await request.body()
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise Invalid("body", "must be UTF-8 JSONL") from error
+    records = parse_jsonl(text)
+    imported = await run_in_threadpool(crud.import_labels, session, experiment_id, records)
+    return schemas.ImportResult(imported=imported)

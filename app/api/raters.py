@@ -1,0 +1,59 @@
+"""Raters: invite links (a rater token shown once, stored hashed) and who is invited where."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from app import crud, schemas
+from app.deps import AdminDep, SessionDep, SettingsDep, check_experiment_access
+from app.models import Rater
+
+router = APIRouter(tags=["raters"])
+
+
+def _rater_out(session: SessionDep, rater: Rater) -> schemas.RaterOut:
+    return schemas.RaterOut(
+        id=rater.id,
+        name=rater.name,
+        kind=rater.kind,
+        active=rater.active,
+        experiment_ids=crud.rater_experiment_ids(session, rater.id),
+        created_at=crud.as_utc(rater.created_at),
+    )
+
+
+@router.post("/invites", status_code=status.HTTP_201_CREATED, response_model=schemas.InviteOut)
+def create_invite(
+    body: schemas.InviteCreate, session: SessionDep, settings: SettingsDep, _admin: AdminDep
+) -> schemas.InviteOut:
+    """Create a rater invited to the given experiments; returns its token and invite link once (admin)."""
+    rater, token = crud.create_rater(session, body.name, body.experiment_ids, body.kind)
+    return schemas.InviteOut(
+        rater_id=rater.id,
+        name=rater.name,
+        kind=rater.kind,
+        token=token,
+        invite_url=f"{settings.public_url.rstrip('/')}/invite/{token}",
+        experiment_ids=list(dict.fromkeys(body.experiment_ids)),
+    )
+
+
+@router.get("/raters", response_model=list[schemas.RaterOut])
+def list_raters(session: SessionDep, _admin: AdminDep) -> list[schemas.RaterOut]:
+    """All raters and the experiments each may label (admin)."""
+    return [_rater_out(session, rater) for rater in crud.list_raters(session)]
+
+
+@router.get("/experiments/{experiment_id}/raters", response_model=list[schemas.RaterOut])
+def list_experiment_raters(
+    experiment_id: int, session: SessionDep, admin: AdminDep
+) -> list[schemas.RaterOut]:
+    """Raters invited to one experiment (admin)."""
+    check_experiment_access(session, admin, experiment_id)
+    return [_rater_out(session, rater) for rater in crud.list_raters(session, experiment_id)]
+
+
+@router.put("/experiments/{experiment_id}/raters/{rater_id}", status_code=status.HTTP_204_NO_CONTENT)
+def invite_rater(experiment_id: int, rater_id: int, session: SessionDep, _admin: AdminDep) -> None:
+    """Invite an existing rater to one more experiment (admin)."""
+    crud.invite_rater(session, rater_id, experiment_id)

@@ -1,0 +1,158 @@
+"""FastAPI dependencies: settings, a database session per request, and who is calling."""
+
+from __future__ import annotations
+
+import hmac
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session, sessionmaker
+
+from app import crud
+from app.settings import Settings
+
+bearer_scheme = HTTPBearer(auto_error=False, description="The admin token or a rater's invite token.")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller: the admin, or a rater (rater_id set)."""
+
+    is_admin: bool
+    rater_id: int | None = None
+
+
+class TtlCache:
+    """Positive answers for a few seconds (token hash → rater id, (rater, experiment) → invited), so the hot
+    lease/label loop skips a query per request. Revoking a token or invitation takes effect within the TTL."""
+
+    def __init__(self, ttl_seconds: float = 5.0, max_entries: int = 100_000) -> None:
+        self.ttl_seconds = ttl_seconds
+        self.max_entries = max_entries
+        self._entries: dict[object, tuple[object, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: object) -> object | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    def put(self, key: object, value: object) -> None:
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[key] = (value, time.monotonic() + self.ttl_seconds)
+
+
+# Dependencies that do no I/O are `async def`: FastAPI runs sync ones in the thread pool, and a thread hop
+# per dependency costs more than the lease query itself.
+
+
+async def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """A session per request; it opens a connection only when first used (in the endpoint's thread)."""
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    session = factory()
+    try:
+        yield session
+    finally:
+        if session.in_transaction():
+            await run_in_threadpool(session.close)  # returning the connection may talk to the database
+        else:
+            session.close()
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
+
+
+# Cookie the rater page sets at sign-in; accepted on GET/HEAD only (a <video> cannot send a header, and
+# safe methods need no CSRF protection). Writes need the Authorization header.
+TOKEN_COOKIE = "rlhf_token"
+
+
+async def get_principal(request: Request, session: SessionDep, credentials: CredentialsDep) -> Principal:
+    """Admin or rater from the bearer token; 401 when missing or unknown."""
+    token = credentials.credentials if credentials is not None else ""
+    if not token and request.method in ("GET", "HEAD"):
+        token = request.cookies.get(TOKEN_COOKIE, "")
+    if not token:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "authorization: bearer token required",
+            {"WWW-Authenticate": "Bearer"},
+        )
+    token_hash = crud.hash_token(token)
+    if hmac.compare_digest(token_hash, request.app.state.admin_token_hash):
+        return Principal(is_admin=True)
+    cache: TtlCache = request.app.state.auth_cache
+    rater_id = cache.get(token_hash)
+    if rater_id is None:
+        rater_id = await run_in_threadpool(_lookup_rater, session, token)
+        if rater_id is None:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "authorization: unknown or revoked token",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        cache.put(token_hash, rater_id)
+    return Principal(is_admin=False, rater_id=int(rater_id))  # type: ignore[call-overload]
+
+
+def _lookup_rater(session: Session, token: str) -> int | None:
+    rater_id = crud.rater_id_for_token(session, token)
+    # Hand the connection back now: a request parked between dependency and endpoint must not hold one of
+    # the pool's connections meanwhile.
+    session.rollback()
+    return rater_id
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+async def require_admin(principal: PrincipalDep) -> Principal:
+    if not principal.is_admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "authorization: admin token required")
+    return principal
+
+
+async def require_rater(principal: PrincipalDep) -> Principal:
+    if principal.rater_id is None:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "authorization: a rater token is required")
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(require_admin)]
+RaterDep = Annotated[Principal, Depends(require_rater)]
+
+
+def check_experiment_access(
+    session: Session, principal: Principal, experiment_id: int, cache: TtlCache | None = None
+) -> None:
+    """Admins see every experiment; a rater only those invited to (403), unknown ids are 404."""
+    if principal.is_admin:
+        crud.get_experiment(session, experiment_id)
+        return
+    assert principal.rater_id is not None
+    key = ("invited", principal.rater_id, experiment_id)
+    if cache is not None and cache.get(key):
+        return
+    if crud.is_invited(session, principal.rater_id, experiment_id):
+        if cache is not None:
+            cache.put(key, True)
+    else:
+        crud.get_experiment(session, experiment_id)  # unknown id: 404; known but not invited: 403
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "experiment_id: the rater is not invited to this experiment"
+        )

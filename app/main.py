@@ -1,0 +1,183 @@
+"""The web application: `create_app(settings)` builds everything; nothing is built at import time.
+
+Run with `uvicorn --factory app.main:create_app_from_env` (settings from RLHF_* variables).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import crud, pages
+from app.api import experiments, health, labels, pairs, raters, segments
+from app.api.convert import API_PREFIX
+from app.db import make_engine, make_session_factory
+from app.deps import TtlCache
+from app.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
+from app.settings import Settings
+
+logger = logging.getLogger("rlhf.app")
+
+DOMAIN_STATUS = {
+    NotFound: status.HTTP_404_NOT_FOUND,
+    Conflict: status.HTTP_409_CONFLICT,
+    Invalid: status.HTTP_422_UNPROCESSABLE_CONTENT,
+    Forbidden: status.HTTP_403_FORBIDDEN,
+}
+
+
+class BodyTooLarge(BaseException):
+    """Raised from `receive`; a BaseException so FastAPI's body parsing (which catches Exception and answers
+    400) lets it through to the middleware that answers 413."""
+
+
+class BodySizeLimitMiddleware:
+    """413 for bodies over `max_bytes`: by Content-Length up front, and by counting streamed chunks."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await self._reject(send, 400, "content-length: not a number")
+                    return
+                if declared > self.max_bytes:
+                    await self._reject(send, 413, f"body: larger than {self.max_bytes} bytes")
+                    return
+        received = 0
+        response_started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLarge:
+            if not response_started:
+                await self._reject(send, 413, f"body: larger than {self.max_bytes} bytes")
+
+    @staticmethod
+    async def _reject(send: Send, code: int, detail: str) -> None:
+        response = JSONResponse({"detail": detail, "field": detail.split(":")[0]}, status_code=code)
+        await send({"type": "http.response.start", "status": code, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body})
+
+
+def _location(loc: Sequence[Any]) -> str:
+    # ("body", "segments", 0, "obs") → "segments[0].obs"; query/path parameters keep their name.
+    parts = [part for part in loc if part not in ("body", "query", "path", "header")]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "body"
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def handle_domain_error(_request: Request, error: DomainError) -> JSONResponse:
+        code = next(code for kind, code in DOMAIN_STATUS.items() if isinstance(error, kind))
+        return JSONResponse({"detail": error.detail, "field": error.field}, status_code=code)
+
+    @app.exception_handler(RequestValidationError)
+    async def handle_validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = error.errors()
+        first = problems[0] if problems else {"loc": ("body",), "msg": "invalid request"}
+        field = _location(first["loc"])
+        if first.get("type") == "json_invalid":
+            field = "body"
+        errors = [
+            {"field": _location(p["loc"]), "message": p["msg"], "type": p.get("type", "")}
+            for p in problems[:20]
+        ]
+        return JSONResponse(
+            {"detail": f"{field}: {first['msg']}", "field": field, "errors": errors},
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
+
+    @app.exception_handler(IntegrityError)
+    async def handle_integrity_error(_request: Request, _error: IntegrityError) -> JSONResponse:
+        # Races the data layer's checks could not see (e.g. the same rater labeling a pair twice at once).
+        return JSONResponse(
+            {"detail": "body: conflicts with stored data", "field": "body"},
+            status_code=status.HTTP_409_CONFLICT,
+        )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the web app for `settings`: engine, embedded-SQLite migrations, admin token, routers."""
+    if settings.is_sqlite and settings.auto_migrate_sqlite:
+        from app.migrate import upgrade_database
+
+        upgrade_database(settings)
+    engine = make_engine(settings)
+    session_factory = make_session_factory(engine)
+    with session_factory() as session:
+        try:
+            admin_hash, generated = crud.ensure_admin_token(
+                session, settings.admin_token.get_secret_value() if settings.admin_token else None
+            )
+        except (OperationalError, ProgrammingError) as error:
+            engine.dispose()
+            raise RuntimeError("the database has no schema yet: run `rlhf db upgrade` first") from error
+    if generated:
+        # Printed once: only its hash is stored.
+        print(f"rlhf: generated admin token (store it, it is shown only now): {generated}", file=sys.stderr)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="rlhf-loop data service",
+        version="1.0",
+        description="Segments, pairs and labels for learning a reward from human preferences.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = session_factory
+    app.state.admin_token_hash = admin_hash
+    app.state.generated_admin_token = generated
+    app.state.auth_cache = TtlCache()
+    add_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.include_router(health.router)
+    for module in (experiments, segments, pairs, labels, raters):
+        app.include_router(module.router, prefix=API_PREFIX)
+    pages.install(app)  # HTML pages, their JSON endpoints and /static
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for `uvicorn --factory app.main:create_app_from_env`."""
+    return create_app(Settings())

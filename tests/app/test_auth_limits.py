@@ -1,0 +1,117 @@
+"""Tokens: admin vs rater, invitations, hashed storage, first-start admin token; bounded request bodies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CARTPOLE, World, build_world
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.main import create_app
+from app.models import AppSecret, Rater
+from app.settings import Settings
+
+
+def test_missing_or_wrong_token_gets_401_and_no_data(anonymous: TestClient, world: World) -> None:
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic abc"}):
+        response = anonymous.get("/api/v1/experiments", headers=headers)
+        assert response.status_code in (401, 403) if "Basic" in str(headers) else response.status_code == 401
+        assert "cartpole" not in response.text
+    response = anonymous.post("/api/v1/experiments", json={**CARTPOLE, "name": "sneaky"})
+    assert response.status_code == 401
+    assert anonymous.get(f"/api/v1/experiments/{world.experiment_id}/labels/export").status_code == 401
+
+
+def test_rater_cannot_use_admin_endpoints(anonymous: TestClient, world: World) -> None:
+    rater = world.rater_headers(0)
+    for method, url, body in [
+        ("POST", "/api/v1/experiments", {**CARTPOLE, "name": "mine"}),
+        ("PATCH", f"/api/v1/experiments/{world.experiment_id}", {"teacher_mode": "oracle"}),
+        ("POST", f"/api/v1/experiments/{world.experiment_id}/segments", {"segments": []}),
+        ("POST", f"/api/v1/experiments/{world.experiment_id}/pairs", {"pairs": []}),
+        ("GET", f"/api/v1/experiments/{world.experiment_id}/labels/export", None),
+        ("POST", "/api/v1/invites", {"name": "friend"}),
+    ]:
+        response = anonymous.request(method, url, json=body, headers=rater)
+        assert response.status_code == 403, (url, response.text)
+    assert (
+        anonymous.get(f"/api/v1/experiments/{world.experiment_id}", headers=rater).json()["teacher_mode"]
+        == "human"
+    )
+
+
+def test_rater_sees_only_invited_experiments(
+    client: TestClient, world: World, rng: np.random.Generator
+) -> None:
+    other = build_world(client, rng, pairs=1, raters=1, name="other")
+    rater = world.rater_headers(0)
+    names = [e["name"] for e in client.get("/api/v1/experiments", headers=rater).json()]
+    assert names == ["cartpole"]
+    assert client.get(f"/api/v1/experiments/{other.experiment_id}", headers=rater).status_code == 403
+    assert client.post(f"/api/v1/experiments/{other.experiment_id}/leases", headers=rater).status_code == 403
+    assert client.post("/api/v1/experiments/999/leases", headers=rater).status_code == 404
+    assert (
+        client.post(f"/api/v1/experiments/{world.experiment_id}/leases").status_code == 403
+    )  # admin is no rater
+    put = client.put(f"/api/v1/experiments/{other.experiment_id}/raters/{world.rater_ids[0]}")
+    assert put.status_code == 204
+    assert client.post(f"/api/v1/experiments/{other.experiment_id}/leases", headers=rater).status_code == 200
+
+
+def test_tokens_are_stored_hashed(
+    client: TestClient, world: World, session_factory: sessionmaker[Session]
+) -> None:
+    invite = client.post(
+        "/api/v1/invites", json={"name": "carol", "experiment_ids": [world.experiment_id]}
+    ).json()
+    assert invite["invite_url"].endswith(f"/invite/{invite['token']}")
+    with session_factory() as session:
+        stored = session.scalars(select(Rater.token_hash)).all()
+    assert invite["token"] not in stored and len(stored) == 3
+    bad = client.post("/api/v1/invites", json={"name": "dave", "experiment_ids": [999]})
+    assert bad.status_code == 404 and bad.json()["field"] == "experiment_ids[0]"
+    assert len(client.get("/api/v1/raters").json()) == 3
+
+
+def test_admin_token_generated_once_at_first_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    app = create_app(settings)
+    token = app.state.generated_admin_token
+    assert token and token in capsys.readouterr().err
+    with app.state.session_factory() as session:
+        assert session.get(AppSecret, "admin_token").value_hash != token
+    app.state.engine.dispose()
+    again = create_app(settings)  # second start: same token works, nothing printed
+    assert again.state.generated_admin_token is None and token not in capsys.readouterr().err
+    with TestClient(again) as client:
+        assert (
+            client.get("/api/v1/experiments", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        )
+        assert client.get("/api/v1/experiments", headers={"Authorization": "Bearer guess"}).status_code == 401
+    again.state.engine.dispose()
+
+
+def test_oversized_bodies_get_413_and_store_nothing(settings: Settings) -> None:
+    app = create_app(settings.model_copy(update={"max_body_bytes": 2000}))
+    headers = {"Authorization": "Bearer test-admin-token"}
+    with TestClient(app, headers=headers) as client:
+        big = {**CARTPOLE, "instructions": "x" * 5000}
+        assert client.post("/api/v1/experiments", json=big).status_code == 413
+
+        def chunks():  # no Content-Length: counted while streaming
+            yield b'{"name": "streamed", "env_id": "CartPole-v1", "obs_shape": [4], "num_actions": 2, '
+            yield b'"instructions": "' + b"y" * 5000 + b'"}'
+
+        response = client.post(
+            "/api/v1/experiments", content=chunks(), headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 413
+        assert response.json()["field"] == "body"
+        assert client.get("/api/v1/experiments").json() == []
+    app.state.engine.dispose()

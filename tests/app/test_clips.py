@@ -1,0 +1,114 @@
+"""Clips: the worker renders CartPole replays into web-ready MP4s; the API serves them with range requests."""
+
+from __future__ import annotations
+
+import io
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CARTPOLE
+from fastapi.testclient import TestClient
+
+from app.settings import Settings
+from worker.render import ClipEncoder, render_frames
+from worker.store import process_clip_jobs
+
+
+def top_level_boxes(data: bytes) -> list[str]:
+    """The MP4's top-level box types in file order (ftyp, moov, mdat, ...)."""
+    boxes, offset = [], 0
+    while offset + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        if size == 1:
+            size = struct.unpack(">Q", data[offset + 8 : offset + 16])[0]
+        boxes.append(kind.decode("latin-1"))
+        if size < 8:
+            break
+        offset += size
+    return boxes
+
+
+@pytest.fixture
+def encoder() -> Iterator[ClipEncoder]:
+    clip_encoder = ClipEncoder(keep_warm=False)
+    yield clip_encoder
+    clip_encoder.close()
+
+
+def test_render_frames_replays_from_seed() -> None:
+    actions = [1] * 10
+    first, second = render_frames("CartPole-v1", 4, actions), render_frames("CartPole-v1", 4, actions)
+    assert len(first) == len(actions) + 1
+    assert first[0].shape == (400, 600, 3) and first[0].dtype == np.uint8
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+    assert not np.array_equal(first[0], first[-1])
+
+
+def test_rendered_clip_is_web_ready_and_served_with_ranges(
+    client: TestClient, settings: Settings, session_factory, encoder: ClipEncoder, rng: np.random.Generator
+) -> None:
+    experiment_id = client.post("/api/v1/experiments", json=CARTPOLE).json()["id"]
+    actions = rng.integers(0, 2, size=50).tolist()
+    segment = {"obs": np.zeros((50, 4)).tolist(), "actions": actions, "render": {"seed": 5, "fps": 25}}
+    ids = client.post(
+        f"/api/v1/experiments/{experiment_id}/segments", json={"segments": [segment, segment]}
+    ).json()["segment_ids"]
+
+    assert process_clip_jobs(session_factory, settings.clip_dir, limit=10, encoder=encoder) == 2
+    first, second = (client.get(f"/api/v1/segments/{i}").json() for i in ids)
+    assert first["clip_status"] == second["clip_status"] == "ready"
+    assert first["clip"]["content_hash"] == second["clip"]["content_hash"]  # same replay: made once
+    assert first["clip"]["frame_count"] == 50 and (first["clip"]["width"], first["clip"]["height"]) == (
+        600,
+        400,
+    )
+    assert len(list(settings.clip_dir.rglob("*.mp4"))) == 1
+
+    video = client.get(first["clip_url"])
+    assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
+    boxes = top_level_boxes(video.content)
+    assert boxes[0] == "ftyp" and boxes.index("moov") < boxes.index("mdat")  # faststart
+    assert b"avc1" in video.content  # H.264
+
+    partial = client.get(first["clip_url"], headers={"Range": "bytes=100-1099"})
+    assert partial.status_code == 206
+    assert partial.content == video.content[100:1100]
+    assert partial.headers["content-range"] == f"bytes 100-1099/{len(video.content)}"
+
+    poster = client.get(first["poster_url"])
+    assert poster.status_code == 200 and poster.content[:2] == b"\xff\xd8"  # JPEG
+    assert process_clip_jobs(session_factory, settings.clip_dir, encoder=encoder) == 0  # nothing left
+
+
+def test_uploaded_frames_become_a_clip(
+    client: TestClient, settings: Settings, session_factory, encoder: ClipEncoder, tmp_path: Path
+) -> None:
+    experiment_id = client.post("/api/v1/experiments", json=CARTPOLE).json()["id"]
+    segment = {"obs": np.zeros((8, 4)).tolist(), "actions": [0] * 8}
+    segment_id = client.post(
+        f"/api/v1/experiments/{experiment_id}/segments", json={"segments": [segment]}
+    ).json()["segment_ids"][0]
+    frames = np.zeros((8, 63, 81, 3), np.uint8)  # odd sizes are cropped to even ones
+    frames[:, :, :, 0] = np.arange(8)[:, None, None] * 30
+    buffer = io.BytesIO()
+    np.save(buffer, frames)
+    response = client.put(
+        f"/api/v1/segments/{segment_id}/frames", content=buffer.getvalue(), params={"fps": 8}
+    )
+    assert response.status_code == 202, response.text
+    assert client.get(f"/api/v1/segments/{segment_id}").json()["clip_status"] == "queued"
+    assert process_clip_jobs(session_factory, settings.clip_dir, encoder=encoder) == 1
+    clip = client.get(f"/api/v1/segments/{segment_id}").json()["clip"]
+    assert (clip["width"], clip["height"], clip["frame_count"], clip["fps"]) == (80, 62, 8, 8)
+    assert top_level_boxes(client.get(f"/api/v1/segments/{segment_id}/clip").content)[:2] == ["ftyp", "moov"]
+
+    bad = client.put(f"/api/v1/segments/{segment_id}/frames", content=b"not npy")
+    assert bad.status_code == 422 and bad.json()["field"] == "frames"
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros((2, 4, 4), np.float32))
+    wrong = client.put(f"/api/v1/segments/{segment_id}/frames", content=buffer.getvalue())
+    assert wrong.status_code == 422 and "uint8" in wrong.json()["detail"]
+    assert client.put("/api/v1/segments/999/frames", content=buffer.getvalue()).status_code == 422

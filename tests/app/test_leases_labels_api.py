@@ -1,0 +1,255 @@
+"""Leases and labels: who may hold which pair, idempotent labels, undo, export and import."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import threading
+from datetime import timedelta
+
+import numpy as np
+from conftest import World, build_world
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app import crud
+from app.models import Label, Lease, Pair
+
+
+def _lease(client: TestClient, world: World, rater: int = 0) -> dict | None:
+    response = client.post(
+        f"/api/v1/experiments/{world.experiment_id}/leases", headers=world.rater_headers(rater)
+    )
+    assert response.status_code in (200, 204), response.text
+    return None if response.status_code == 204 else response.json()
+
+
+def _label(client: TestClient, world: World, pair_id: int, choice: str = "left", rater: int = 0, **extra):
+    return client.post(
+        "/api/v1/labels",
+        json={"pair_id": pair_id, "choice": choice, **extra},
+        headers=world.rater_headers(rater),
+    )
+
+
+def test_two_raters_never_hold_the_same_pair(client: TestClient, world: World) -> None:
+    held = [_lease(client, world, rater=i % 2) for i in range(3)]
+    assert all(held)
+    assert len({lease["pair_id"] for lease in held}) == 3  # type: ignore[index]
+    assert held[0]["left"]["clip_url"] == f"/api/v1/segments/{held[0]['left']['id']}/clip"  # type: ignore[index]
+    assert _lease(client, world, rater=1) is None  # all three are held
+
+
+def test_label_flow_completes_pairs(client: TestClient, world: World) -> None:
+    lease = _lease(client, world)
+    assert lease is not None
+    response = _label(client, world, lease["pair_id"], "right", response_time_ms=1234)
+    assert response.status_code == 201, response.text
+    assert response.json()["choice"] == "right" and response.json()["rater_id"] == world.rater_ids[0]
+    pair = client.get(f"/api/v1/pairs/{lease['pair_id']}").json()
+    assert pair["status"] == "complete" and pair["labels_count"] == 1
+    again = _label(client, world, lease["pair_id"], "left")
+    assert (
+        again.status_code == 409 and again.json()["detail"] == "pair_id: this rater already labeled the pair"
+    )
+    counts = client.get(f"/api/v1/experiments/{world.experiment_id}").json()["counts"]
+    assert counts["labels"] == 1 and counts["pairs_complete"] == 1
+
+
+def test_several_labels_per_pair_each_rater_once(client: TestClient, rng: np.random.Generator) -> None:
+    world = build_world(client, rng, pairs=1, raters=3, labels_per_pair=2)
+    first, second = _lease(client, world, 0), _lease(client, world, 1)
+    assert first and second and first["pair_id"] == second["pair_id"]
+    assert _lease(client, world, 0) is None  # rater 0 holds it already
+    assert _lease(client, world, 2) is None  # two places, both held
+    assert _label(client, world, first["pair_id"], "left", rater=0).status_code == 201
+    assert _lease(client, world, 0) is None  # labeled it: never again
+    assert _label(client, world, second["pair_id"], "equal", rater=1).status_code == 201
+    assert _lease(client, world, 2) is None  # complete
+    assert client.get(f"/api/v1/pairs/{first['pair_id']}").json()["labels_count"] == 2
+
+
+def test_expired_lease_returns_the_pair(
+    client: TestClient, rng: np.random.Generator, session_factory: sessionmaker[Session]
+) -> None:
+    world = build_world(client, rng, pairs=1, raters=2)
+    lease = _lease(client, world, 0)
+    assert lease is not None and _lease(client, world, 1) is None
+    with session_factory() as session:
+        session.execute(update(Lease).values(expires_at=crud.utcnow() - timedelta(seconds=1)))
+        session.commit()
+    taken_over = _lease(client, world, 1)
+    assert taken_over is not None and taken_over["pair_id"] == lease["pair_id"]
+    late = _label(client, world, lease["pair_id"], "left", rater=0)
+    assert late.status_code == 409
+    assert late.json()["detail"] == "pair_id: the lease expired and the pair went to another rater"
+    assert _label(client, world, lease["pair_id"], "right", rater=1).status_code == 201
+
+
+def test_label_without_lease_and_bad_labels(client: TestClient, world: World) -> None:
+    no_lease = _label(client, world, world.pair_ids[0])
+    assert no_lease.status_code == 409
+    assert no_lease.json()["detail"] == "pair_id: the rater does not hold a lease on this pair"
+    lease = _lease(client, world)
+    assert lease is not None
+    for body, field, code in [
+        ({"pair_id": lease["pair_id"], "choice": "up"}, "choice", 422),
+        ({"pair_id": lease["pair_id"]}, "choice", 422),
+        ({"pair_id": 0, "choice": "left"}, "pair_id", 422),
+        ({"pair_id": 999, "choice": "left"}, "pair_id", 404),
+        ({"pair_id": lease["pair_id"], "choice": "left", "response_time_ms": -5}, "response_time_ms", 422),
+        ({"pair_id": "one", "choice": "left"}, "pair_id", 422),
+    ]:
+        response = client.post("/api/v1/labels", json=body, headers=world.rater_headers(0))
+        assert response.status_code == code, (body, response.text)
+        assert response.json()["field"] == field
+    other = _label(client, world, lease["pair_id"], rater=1)  # rater 1 does not hold it
+    assert other.status_code == 409
+    assert client.get(f"/api/v1/experiments/{world.experiment_id}").json()["counts"]["labels"] == 0
+
+
+def test_idempotency_key_stores_one_label(client: TestClient, world: World) -> None:
+    lease = _lease(client, world)
+    assert lease is not None
+    first = _label(client, world, lease["pair_id"], "left", idempotency_key="k-1", response_time_ms=900)
+    replay = _label(client, world, lease["pair_id"], "left", idempotency_key="k-1", response_time_ms=900)
+    assert first.status_code == replay.status_code == 201
+    assert first.json() == replay.json()
+    changed = _label(client, world, lease["pair_id"], "right", idempotency_key="k-1")
+    assert changed.status_code == 409 and changed.json()["field"] == "idempotency_key"
+    assert client.get(f"/api/v1/experiments/{world.experiment_id}").json()["counts"]["labels"] == 1
+
+
+def test_undo_last_label(client: TestClient, world: World) -> None:
+    first, second = _lease(client, world), _lease(client, world)
+    assert first and second
+    assert _label(client, world, first["pair_id"], "left").status_code == 201
+    assert _label(client, world, second["pair_id"], "right").status_code == 201
+    undo = client.post(
+        f"/api/v1/experiments/{world.experiment_id}/labels/undo", headers=world.rater_headers(0)
+    )
+    assert undo.status_code == 200, undo.text
+    assert undo.json()["label"]["pair_id"] == second["pair_id"]
+    assert undo.json()["lease"]["pair_id"] == second["pair_id"]
+    assert client.get(f"/api/v1/pairs/{second['pair_id']}").json()["status"] == "pending"
+    assert _label(client, world, second["pair_id"], "equal").status_code == 201  # answer again
+    nothing = client.post(
+        f"/api/v1/experiments/{world.experiment_id}/labels/undo", headers=world.rater_headers(1)
+    )
+    assert nothing.status_code == 404 and nothing.json()["field"] == "label"
+
+
+def test_release_lease(client: TestClient, rng: np.random.Generator) -> None:
+    world = build_world(client, rng, pairs=1, raters=2)
+    lease = _lease(client, world, 0)
+    assert lease is not None
+    assert (
+        client.delete(f"/api/v1/leases/{lease['lease_id']}", headers=world.rater_headers(1)).status_code
+        == 404
+    )
+    assert (
+        client.delete(f"/api/v1/leases/{lease['lease_id']}", headers=world.rater_headers(0)).status_code
+        == 204
+    )
+    assert _lease(client, world, 1) is not None
+
+
+def test_export_jsonl_and_csv_then_import(client: TestClient, world: World, rng: np.random.Generator) -> None:
+    for choice in ("left", "skip"):
+        lease = _lease(client, world)
+        assert lease is not None
+        assert _label(client, world, lease["pair_id"], choice, response_time_ms=700).status_code == 201
+    jsonl = client.get(f"/api/v1/experiments/{world.experiment_id}/labels/export")
+    assert jsonl.status_code == 200 and jsonl.headers["content-type"].startswith("application/x-ndjson")
+    records = [json.loads(line) for line in jsonl.text.splitlines()]
+    assert [r["choice"] for r in records] == ["left", "skip"]
+    assert records[0]["rater_name"] == "rater0" and records[0]["response_time_ms"] == 700
+    assert {records[0]["left_segment_id"], records[0]["right_segment_id"]} <= set(world.segment_ids)
+    rows = list(
+        csv.DictReader(
+            io.StringIO(
+                client.get(
+                    f"/api/v1/experiments/{world.experiment_id}/labels/export", params={"format": "csv"}
+                ).text
+            )
+        )
+    )
+    assert [row["choice"] for row in rows] == ["left", "skip"] and rows[0]["label_id"] == str(
+        records[0]["label_id"]
+    )
+
+    # Import into a second experiment with the same pair structure.
+    other = build_world(client, rng, pairs=3, raters=0, name="copy")
+    lines = [
+        {**record, "pair_id": other.pair_ids[i], "idempotency_key": None} for i, record in enumerate(records)
+    ]
+    body = "\n".join(json.dumps(line) for line in lines).encode()
+    url = f"/api/v1/experiments/{other.experiment_id}/labels/import"
+    imported = client.post(url, content=body, headers={"Content-Type": "application/x-ndjson"})
+    assert imported.status_code == 200, imported.text
+    assert imported.json() == {"imported": 2}
+    assert client.post(url, content=body).json() == {"imported": 0}  # identical re-import: nothing new
+    assert client.get(f"/api/v1/experiments/{other.experiment_id}").json()["counts"]["labels"] == 2
+
+
+def test_bad_import_stores_nothing(client: TestClient, world: World) -> None:
+    url = f"/api/v1/experiments/{world.experiment_id}/labels/import"
+    good = json.dumps({"pair_id": world.pair_ids[0], "rater_name": "bob", "choice": "left"})
+    cases = [
+        (
+            good + "\n" + json.dumps({"pair_id": world.pair_ids[1], "rater_name": "bob", "choice": "up"}),
+            422,
+            "line 2.choice",
+        ),
+        (good + "\n{not json", 422, "line 2"),
+        (
+            good + "\n" + json.dumps({"pair_id": 999, "rater_name": "bob", "choice": "left"}),
+            404,
+            "line 2.pair_id",
+        ),
+        (
+            good + "\n" + json.dumps({"pair_id": world.pair_ids[1], "rater_id": 999, "choice": "left"}),
+            404,
+            "line 2.rater_id",
+        ),
+        (json.dumps({"pair_id": world.pair_ids[1], "choice": "left"}), 422, "line 1"),
+    ]
+    for body, code, field in cases:
+        response = client.post(url, content=body.encode())
+        assert response.status_code == code, (field, response.text)
+        assert response.json()["field"] == field, response.json()
+    assert client.get(f"/api/v1/experiments/{world.experiment_id}").json()["counts"]["labels"] == 0
+
+
+def test_concurrent_leases_and_labels(client: TestClient, rng: np.random.Generator, session_factory) -> None:
+    """Eight raters in threads lease and label until the queue is empty: every pair labeled exactly once."""
+    world = build_world(client, rng, pairs=40, raters=8)
+    errors: list[str] = []
+
+    def rate(index: int) -> None:
+        while True:
+            response = client.post(
+                f"/api/v1/experiments/{world.experiment_id}/leases", headers=world.rater_headers(index)
+            )
+            if response.status_code == 204:
+                return
+            if response.status_code != 200:
+                errors.append(response.text)
+                return
+            label = _label(client, world, response.json()["pair_id"], "left", rater=index)
+            if label.status_code != 201:
+                errors.append(label.text)
+
+    threads = [threading.Thread(target=rate, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(Label)) == 40
+        per_pair = session.execute(select(Label.pair_id, func.count()).group_by(Label.pair_id)).all()
+        assert all(count == 1 for _, count in per_pair) and len(per_pair) == 40
+        assert session.scalar(select(func.count()).where(Pair.status != "complete")) == 0
