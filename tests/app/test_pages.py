@@ -50,6 +50,10 @@ def test_sign_in_sets_an_httponly_cookie_and_needs_csrf(app: FastAPI, world: Wor
     # One experiment: straight to its labeling page.
     listing = browser.get("/label")
     assert listing.status_code == 303 and listing.headers["location"] == f"/label/{world.experiment_id}"
+    assert browser.post("/signout", data={"csrf_token": "guess"}).status_code == 403
+    signed_out = browser.post("/signout", data={"csrf_token": browser.cookies[CSRF_COOKIE]})
+    assert signed_out.status_code == 303 and "rlhf_token" not in browser.cookies
+    assert browser.get("/label").status_code == 401
 
 
 def test_label_page_context(app: FastAPI, world: World) -> None:

@@ -1,0 +1,339 @@
+// The labeling page: two synced looping clips, choices by button or key, undo, and prefetching so the next
+// pair is already loaded (its clips fetched into blob URLs and decoded) when a choice is made.
+
+const root = document.getElementById("labeler");
+const experimentId = root.dataset.experimentId;
+const pollMs = Number(root.dataset.pollMs) || 2000;
+const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
+const apiBase = `/label/${experimentId}`;
+const PAIRS_AHEAD = 2; // leased and loaded beyond the one on screen
+const SLOW_RATE = 0.5;
+const MAX_DRIFT_S = 0.08;
+
+const el = (id) => document.getElementById(id);
+const pairView = el("pair-view");
+const waitingView = el("waiting-view");
+const loadingView = el("loading-view");
+const slots = [el("slot-left"), el("slot-right")];
+const playPauseButton = el("play-pause");
+const slowButton = el("slow");
+const undoButton = el("undo");
+const message = el("message");
+
+// Upcoming videos live here, off-screen but in the document, so the browser loads and decodes them.
+const prefetchArea = document.createElement("div");
+prefetchArea.className = "prefetch-area";
+prefetchArea.setAttribute("aria-hidden", "true");
+document.body.append(prefetchArea);
+
+const state = {
+  current: null, // the pair on screen
+  previous: null, // the pair answered last, kept so an undo can show it again at once
+  upcoming: [],
+  sessionCount: 0,
+  leasing: false,
+  pollTimer: null,
+  choiceAt: null, // performance.now() of the choice whose next pair is starting
+  slow: false,
+  paused: false,
+  writes: Promise.resolve(), // labels and undos go to the server one at a time, in order
+};
+
+// Read by the browser test: milliseconds from a choice to the next pair's clips playing.
+window.rlhfLabeler = { latencies: [], state };
+
+async function post(path, body) {
+  const response = await fetch(apiBase + path, {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const error = new Error(data.detail || `request failed (${response.status})`);
+    error.status = response.status;
+    throw error;
+  }
+  return data;
+}
+
+function newIdempotencyKey(pairId) {
+  // Random per choice (lease ids can be reused by the database); getRandomValues works without HTTPS.
+  const bytes = crypto.getRandomValues(new Uint8Array(12));
+  return `pair-${pairId}-${Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")}`;
+}
+
+function queueWrite(task) {
+  const result = state.writes.catch(() => {}).then(task);
+  state.writes = result;
+  return result;
+}
+
+function showMessage(text, isError = false) {
+  message.textContent = text;
+  message.classList.toggle("error", isError);
+}
+
+function setWaiting(count) {
+  if (typeof count === "number") el("waiting-count").textContent = String(count);
+}
+
+function setSessionCount(count) {
+  state.sessionCount = count;
+  el("session-count").textContent = String(count);
+}
+
+function makeVideo(label) {
+  const video = document.createElement("video");
+  video.muted = true;
+  video.loop = true;
+  video.playsInline = true;
+  video.preload = "auto";
+  video.setAttribute("aria-label", `${label} clip`);
+  return video;
+}
+
+function whenPlayable(video) {
+  // Resolves (never rejects) once the clip can play through, or failed: a bad clip must not block the page.
+  return new Promise((resolve) => {
+    if (video.readyState >= 4 || video.error) return resolve();
+    const done = () => resolve();
+    video.addEventListener("canplaythrough", done, { once: true });
+    video.addEventListener("error", done, { once: true });
+  });
+}
+
+async function loadClip(video, segment) {
+  try {
+    const response = await fetch(segment.clip_url, { credentials: "same-origin" });
+    if (!response.ok) throw new Error(`clip ${segment.id}: ${response.status}`);
+    const url = URL.createObjectURL(await response.blob());
+    video.dataset.blobUrl = url;
+    video.src = url;
+  } catch {
+    video.src = segment.clip_url; // let the element report the problem through its error event
+  }
+  await whenPlayable(video);
+}
+
+function preparePair(lease, reuse = null) {
+  const pair = reuse
+    ? { ...reuse, lease }
+    : { lease, videos: [makeVideo("Left"), makeVideo("Right")], shownAt: null };
+  if (!reuse) {
+    pair.videos.forEach((video) => prefetchArea.append(video));
+    pair.ready = Promise.all([loadClip(pair.videos[0], lease.left), loadClip(pair.videos[1], lease.right)]);
+  }
+  return pair;
+}
+
+function releasePair(pair) {
+  for (const video of pair.videos) {
+    video.pause();
+    if (video.dataset.blobUrl) URL.revokeObjectURL(video.dataset.blobUrl);
+    video.removeAttribute("src");
+    video.remove();
+  }
+}
+
+function showView(view) {
+  pairView.hidden = view !== "pair";
+  waitingView.hidden = view !== "waiting";
+  loadingView.hidden = view !== "loading";
+}
+
+async function playBoth(pair) {
+  for (const video of pair.videos) video.playbackRate = state.slow ? SLOW_RATE : 1;
+  if (state.paused) return;
+  await Promise.all(pair.videos.map((video) => video.play().catch(() => {})));
+}
+
+function showNext() {
+  const pair = state.upcoming.shift() || null;
+  state.current = pair;
+  if (!pair) {
+    showView("waiting");
+    schedulePoll();
+    return;
+  }
+  pair.videos.forEach((video, i) => slots[i].replaceChildren(video));
+  pairView.dataset.pairId = String(pair.lease.pair_id);
+  showView("pair");
+  for (const video of pair.videos) video.currentTime = 0;
+  const choiceAt = state.choiceAt;
+  state.choiceAt = null;
+  pair.ready.then(() => playBoth(pair)).then(() => {
+    if (state.current !== pair) return;
+    pair.shownAt = performance.now();
+    if (choiceAt !== null) window.rlhfLabeler.latencies.push(pair.shownAt - choiceAt);
+  });
+}
+
+function schedulePoll() {
+  if (state.pollTimer !== null) return;
+  state.pollTimer = setTimeout(() => {
+    state.pollTimer = null;
+    fillQueue();
+  }, pollMs);
+}
+
+async function fillQueue() {
+  if (state.leasing) return;
+  state.leasing = true;
+  let exhausted = false;
+  try {
+    while (state.upcoming.length < PAIRS_AHEAD) {
+      const data = await post("/lease");
+      setWaiting(data.waiting);
+      if (!data.lease) {
+        exhausted = true;
+        break;
+      }
+      state.upcoming.push(preparePair(data.lease));
+      if (!state.current) showNext();
+    }
+  } catch (error) {
+    exhausted = true;
+    showMessage(`Could not fetch the next pair (${error.message}); retrying.`, true);
+  } finally {
+    state.leasing = false;
+  }
+  if (!state.current) showView("waiting");
+  if (exhausted) schedulePoll(); // keep looking so new pairs appear by themselves
+}
+
+function choose(choice) {
+  const pair = state.current;
+  if (!pair) return;
+  const now = performance.now();
+  const responseMs = Math.max(0, Math.round(now - (pair.shownAt ?? now)));
+  state.choiceAt = now;
+  setSessionCount(state.sessionCount + 1);
+  undoButton.disabled = false;
+  const body = {
+    pair_id: pair.lease.pair_id,
+    choice,
+    response_time_ms: responseMs,
+    idempotency_key: newIdempotencyKey(pair.lease.pair_id),
+  };
+  queueWrite(() => post("/labels", body))
+    .then((data) => setWaiting(data.waiting))
+    .catch((error) => {
+      setSessionCount(state.sessionCount - 1);
+      showMessage(`That choice was not saved: ${error.message}`, true);
+    });
+  for (const video of pair.videos) video.pause();
+  if (state.previous) releasePair(state.previous);
+  state.previous = pair;
+  showMessage("");
+  showNext();
+  fillQueue();
+}
+
+async function undo() {
+  undoButton.disabled = true;
+  try {
+    const data = await queueWrite(() => post("/undo"));
+    setSessionCount(Math.max(0, state.sessionCount - 1));
+    setWaiting(data.waiting);
+    const previous = state.previous;
+    const reuse = previous && previous.lease.pair_id === data.lease.pair_id ? previous : null;
+    if (reuse) state.previous = null;
+    const pair = preparePair(data.lease, reuse);
+    if (state.current) {
+      for (const video of state.current.videos) video.pause();
+      state.upcoming.unshift(state.current);
+    }
+    state.upcoming.unshift(pair);
+    showNext();
+    showMessage(`Undone: pair ${data.label.pair_id} (${data.label.choice}). Choose again.`);
+  } catch (error) {
+    showMessage(error.status === 404 ? "Nothing to undo." : `Undo failed: ${error.message}`, true);
+  } finally {
+    undoButton.disabled = false;
+  }
+}
+
+function restart() {
+  const pair = state.current;
+  if (!pair) return;
+  for (const video of pair.videos) video.currentTime = 0;
+  state.paused = false;
+  playPauseButton.textContent = "Pause";
+  playBoth(pair);
+}
+
+function togglePause() {
+  const pair = state.current;
+  state.paused = !state.paused;
+  playPauseButton.textContent = state.paused ? "Play" : "Pause";
+  if (!pair) return;
+  if (state.paused) pair.videos.forEach((video) => video.pause());
+  else playBoth(pair);
+}
+
+function toggleSlow() {
+  state.slow = !state.slow;
+  slowButton.setAttribute("aria-pressed", String(state.slow));
+  slowButton.classList.toggle("active", state.slow);
+  if (state.current) for (const video of state.current.videos) video.playbackRate = state.slow ? SLOW_RATE : 1;
+}
+
+// Keep the right clip on the left clip's clock (they loop separately and can drift apart).
+slots[0].addEventListener(
+  "timeupdate",
+  (event) => {
+    const pair = state.current;
+    if (!pair || event.target !== pair.videos[0]) return;
+    const [left, right] = pair.videos;
+    if (!left.paused && Math.abs(left.currentTime - right.currentTime) > MAX_DRIFT_S) {
+      right.currentTime = left.currentTime;
+    }
+  },
+  true,
+);
+
+for (const slot of slots) {
+  slot.addEventListener(
+    "error",
+    (event) => {
+      if (event.target.tagName !== "VIDEO") return;
+      showMessage("A clip could not be played; choose “Can't tell” to move on.", true);
+    },
+    true,
+  );
+}
+
+document.querySelectorAll("button.choice").forEach((button) => {
+  button.addEventListener("click", () => choose(button.dataset.choice));
+});
+playPauseButton.addEventListener("click", togglePause);
+el("restart").addEventListener("click", restart);
+slowButton.addEventListener("click", toggleSlow);
+undoButton.addEventListener("click", undo);
+
+const KEY_CHOICES = { ArrowLeft: "left", ArrowRight: "right", ArrowUp: "equal", ArrowDown: "skip" };
+
+document.addEventListener("keydown", (event) => {
+  if (event.ctrlKey || event.metaKey || event.altKey) return;
+  if (event.target.closest && event.target.closest("input, textarea, select")) return;
+  const key = event.key;
+  if (key in KEY_CHOICES) {
+    event.preventDefault();
+    if (!event.repeat) choose(KEY_CHOICES[key]);
+  } else if (key === " " || key === "r" || key === "R") {
+    event.preventDefault();
+    restart();
+  } else if (key === "u" || key === "U" || key === "Backspace") {
+    event.preventDefault();
+    if (!event.repeat && !undoButton.disabled) undo();
+  } else if (key === "p" || key === "P") {
+    togglePause();
+  } else if (key === "s" || key === "S") {
+    toggleSlow();
+  }
+});
+
+undoButton.disabled = false;
+fillQueue();
