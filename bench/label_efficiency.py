@@ -103,7 +103,8 @@ def main() -> None:
         print("\nNo-signal control — CartPole-v1, 100 labels from a teacher answering at random")
         for control in controls:
             mine = control["ours"]
-            print(f"  seed {control['seed']}: true return {mine['final_true_return']:.1f} in {mine['wall_seconds']:.1f} s")
+            seconds = mine["wall_seconds"]
+            print(f"  seed {control['seed']}: true return {mine['final_true_return']:.1f} in {seconds:.1f} s")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rows": rows, "controls": controls}, indent=2))
     print(f"\nwrote {args.out}")

@@ -67,6 +67,200 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(x, y)[0, 1])
 
 
+# Asks for `count` new labels among `candidates`; returns every label so far, oldest pair first.
+LabelSource = Callable[[list[Segment], int], list[LabeledPair]]
+
+
+class Learner:
+    """The state of one RLHF run and its step: the one training loop for `run()` and the database worker.
+
+    `step(ask)` collects a rollout with the current policy, cuts it into segments for the query pool, asks
+    `ask` for the labels the schedule says are due, refits the reward model on all labels so far, and makes
+    one PPO update on the learned reward. Where labels come from (a teacher in this process, or raters and the
+    oracle through the database) is the caller's business.
+
+    Attributes:
+        config: the resolved run config.
+        ppo: the policy learner (its `timesteps` is the run's progress).
+        reward_model: the reward ensemble.
+        rng: numpy randomness for segment cutting and pair selection.
+        labeled: every label so far, in the order their pairs were asked.
+        asked: pairs asked so far (labels plus pairs still waiting for an answer).
+        curve: evaluation points on the true reward.
+    """
+
+    def __init__(self, config: RunConfig) -> None:
+        config = config.resolved()
+        self.config = config
+        self.started = time.perf_counter()
+        self.device = pick_device(config.device)
+        use_one_cpu_thread()
+        torch.manual_seed(config.seed)
+        self.rng = np.random.default_rng(config.seed)
+        spaces = describe_env(config.env_id)
+        self.ppo_config = default_ppo_config(config.env_id)
+        self.ppo = PPO(config.env_id, self.ppo_config, config.timesteps, config.seed, self.device)
+        self.reward_model = RewardEnsemble(
+            spaces.obs_shape[0],
+            spaces.num_actions if spaces.discrete else spaces.action_shape[0],
+            spaces.discrete,
+            config.reward_model,
+            self.device,
+            config.seed,
+        )
+        self.logger = MetricsLogger()
+        self.pool: deque[list[Segment]] = deque(maxlen=config.pool_rollouts)
+        self.heldout: list[Segment] = []
+        self.unsegmented: list[Rollout] = []
+        self.labeled: list[LabeledPair] = []
+        self.asked = 0
+        self.curve: list[dict[str, float]] = []
+        self.query_batch = max(1, math.ceil(config.labels / QUERY_BATCHES))
+        self.next_eval = 0
+        self.last_return = float("nan")
+        self.elapsed_before = 0.0  # wall seconds of earlier processes, for a resumed run
+
+    @property
+    def done(self) -> bool:
+        return self.ppo.timesteps >= self.config.timesteps
+
+    @property
+    def wall_seconds(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    @property
+    def candidates(self) -> list[Segment]:
+        """The query pool: segments of the last `pool_rollouts` chunks."""
+        return [segment for batch in self.pool for segment in batch]
+
+    def evaluate(self) -> dict[str, float]:
+        """Score the deterministic policy on the true reward; the point is appended to `curve`."""
+        mean, std = self.ppo.evaluate(self.config.eval_episodes, seed=self.config.seed + 10_000)
+        self.last_return = mean
+        point = {
+            "labels": len(self.labeled),
+            "timesteps": self.ppo.timesteps,
+            "true_return": mean,
+            "true_return_std": std,
+            "reward_accuracy": self.reward_model.validation_accuracy,
+            "wall_seconds": self.wall_seconds,
+        }
+        self.curve.append(point)
+        self.logger.record("env/true_return", mean)
+        return point
+
+    def labels_wanted(self) -> int:
+        """How many new pairs to ask about now: 0 until a query batch is due and the pool has two segments."""
+        config = self.config
+        if config.true_reward:
+            return 0
+        scheduled = labels_due(config, self.ppo.timesteps)
+        due = scheduled - self.asked
+        # Ask in batches: each batch refits the reward model, the costliest step of the loop.
+        batch_ready = due >= self.query_batch or (due > 0 and scheduled == config.labels)
+        return due if batch_ready and len(self.candidates) >= 2 else 0
+
+    def fit(self, labeled: list[LabeledPair]) -> None:
+        """Refit the reward model on all labels so far (skips dropped) and re-anchor its normalization."""
+        self.labeled = labeled
+        if not labeled:
+            return
+        self.logger.record_many(self.reward_model.fit(labeled))
+        ends_seen = any(s.ended.any() for p in labeled for s in (p.left, p.right))
+        self.reward_model.set_normalization(self.candidates, anchor_on_ended=ends_seen)
+
+    def step(self, ask: LabelSource) -> dict[str, float]:
+        """One iteration: maybe evaluate, collect a rollout, ask and fit when labels are due, one PPO update.
+
+        Args:
+            ask: called as ask(candidates, count) when `count` new labels are due; returns all labels so far.
+
+        Returns:
+            The iteration's metrics (namespaced keys, e.g. `ppo/approx_kl`, `labels/count`).
+        """
+        config = self.config
+        if self.ppo.timesteps >= self.next_eval:
+            self.evaluate()
+            self.next_eval += config.eval_every
+        rollout = self.ppo.collect()
+        rewards = None
+        if not config.true_reward:
+            self._add_to_pool(rollout)
+            count = self.labels_wanted()
+            if count:
+                self.asked += count
+                self.fit(ask(self.candidates, count))
+            rewards = self.reward_model.rewards(rollout.obs, rollout.actions)
+        self.logger.record_many(self.ppo.update(rollout, rewards))
+        self.logger.record("labels/count", len(self.labeled))
+        return self.logger.dump(self.ppo.timesteps)
+
+    def _add_to_pool(self, rollout: Rollout) -> None:
+        config = self.config
+        self.unsegmented.append(rollout)
+        # Short rollouts (CartPole's are 32 steps) are joined until a chunk holds several segments' length.
+        if sum(r.obs.shape[0] for r in self.unsegmented) < SEGMENTS_PER_CHUNK * config.segment_length:
+            return
+        obs, actions, true_rewards, terminated, truncated, valid = join_rollouts(self.unsegmented)
+        segments = cut_segments(
+            obs,
+            actions,
+            true_rewards,
+            terminated,
+            truncated,
+            valid,
+            config.segment_length,
+            config.segments_per_rollout + HELDOUT_PER_ROLLOUT,
+            self.rng,
+            config.env_id,
+        )
+        self.unsegmented.clear()
+        self.rng.shuffle(segments)  # type: ignore[arg-type]
+        if len(self.heldout) < HELDOUT_MAX:
+            self.heldout.extend(segments[:HELDOUT_PER_ROLLOUT])
+        self.pool.append(segments[HELDOUT_PER_ROLLOUT:])
+
+    def progress_info(self) -> dict[str, float]:
+        return {
+            "labels": len(self.labeled),
+            "timesteps": self.ppo.timesteps,
+            "reward_accuracy": self.reward_model.validation_accuracy,
+            "true_return": self.last_return,
+        }
+
+    def finish(self) -> RunResult:
+        """Evaluate once more and assemble the run's metrics."""
+        config = self.config
+        self.evaluate()
+        labeled = self.labeled
+        correlation = float("nan")
+        if self.heldout and labeled:
+            learned = self.reward_model.segment_sums(self.heldout).mean(0)
+            correlation = pearson(learned, np.array([s.true_return for s in self.heldout]))
+        final = self.curve[-1]
+        metrics = {
+            "env": config.env_id,
+            "seed": config.seed,
+            "teacher": config.teacher,
+            "query": config.query,
+            "true_reward": config.true_reward,
+            "labels_used": len(labeled),
+            "choices": {c: sum(p.choice == c for p in labeled) for c in ("left", "right", "equal", "skip")},
+            "timesteps": self.ppo.timesteps,
+            "wall_seconds": self.wall_seconds,
+            "device": str(self.device),
+            "final_true_return": final["true_return"],
+            "final_true_return_std": final["true_return_std"],
+            "reward_model_accuracy": self.reward_model.validation_accuracy,
+            "reward_correlation": correlation,
+            "curve": self.curve,
+            "config": config.to_dict(),
+            "ppo_config": asdict(self.ppo_config),
+            "history": self.logger.rows,
+        }
+        return RunResult(metrics=metrics, ppo=self.ppo, reward_model=self.reward_model, config=config)
+
+
 def run(config: RunConfig, progress: Callable[[dict[str, float]], None] | None = None) -> RunResult:
     """Run one experiment with a synthetic teacher, in this process.
 
@@ -74,130 +268,32 @@ def run(config: RunConfig, progress: Callable[[dict[str, float]], None] | None =
         config: the run's settings (env-dependent defaults are filled in here).
         progress: called after every PPO iteration with labels, timesteps, reward accuracy and last true return.
     """
-    config = config.resolved()
-    started = time.perf_counter()
-    device = pick_device(config.device)
-    use_one_cpu_thread()
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-
-    spaces = describe_env(config.env_id)
-    ppo_config = default_ppo_config(config.env_id)
-    ppo = PPO(config.env_id, ppo_config, config.timesteps, config.seed, device)
+    learner = Learner(config)
+    config = learner.config
     teacher = make_teacher(config.teacher, np.random.default_rng(config.seed + 1), config.teacher_params)
-    reward_model = RewardEnsemble(
-        spaces.obs_shape[0],
-        spaces.num_actions if spaces.discrete else spaces.action_shape[0],
-        spaces.discrete,
-        config.reward_model,
-        device,
-        config.seed,
-    )
-    logger = MetricsLogger()
-    pool: deque[list[Segment]] = deque(maxlen=config.pool_rollouts)
-    heldout: list[Segment] = []
-    unsegmented: list[Rollout] = []
-    labeled: list[LabeledPair] = []
-    curve: list[dict[str, float]] = []
-    query_batch = max(1, math.ceil(config.labels / QUERY_BATCHES))
-    next_eval = 0
-    last_return = float("nan")
 
-    def evaluate() -> None:
-        nonlocal last_return
-        mean, std = ppo.evaluate(config.eval_episodes, seed=config.seed + 10_000)
-        last_return = mean
-        point = {
-            "labels": len(labeled),
-            "timesteps": ppo.timesteps,
-            "true_return": mean,
-            "true_return_std": std,
-            "reward_accuracy": reward_model.validation_accuracy,
-            "wall_seconds": time.perf_counter() - started,
-        }
-        curve.append(point)
-        logger.record("env/true_return", mean)
+    def ask(candidates: list[Segment], count: int) -> list[LabeledPair]:
+        trained = bool(learner.labeled)
+        new = ask_teacher(teacher, candidates, count, config.query, learner.rng, learner.reward_model, trained)
+        return learner.labeled + new
 
-    while ppo.timesteps < config.timesteps:
-        if ppo.timesteps >= next_eval:
-            evaluate()
-            next_eval += config.eval_every
-        rollout = ppo.collect()
-        rewards = None
-        if not config.true_reward:
-            unsegmented.append(rollout)
-            # Short rollouts (CartPole's are 32 steps) are joined until a chunk holds several segments' length.
-            if sum(r.obs.shape[0] for r in unsegmented) >= SEGMENTS_PER_CHUNK * config.segment_length:
-                segments = cut_segments(
-                    *join_rollouts(unsegmented),
-                    config.segment_length,
-                    config.segments_per_rollout + HELDOUT_PER_ROLLOUT,
-                    rng,
-                    config.env_id,
-                )
-                unsegmented.clear()
-                rng.shuffle(segments)  # type: ignore[arg-type]
-                if len(heldout) < HELDOUT_MAX:
-                    heldout.extend(segments[:HELDOUT_PER_ROLLOUT])
-                pool.append(segments[HELDOUT_PER_ROLLOUT:])
-            scheduled = labels_due(config, ppo.timesteps)
-            due = scheduled - len(labeled)
-            candidates = [segment for batch in pool for segment in batch]
-            # Ask in batches: each batch refits the reward model, the costliest step of the loop.
-            batch_ready = due >= query_batch or (due > 0 and scheduled == config.labels)
-            if batch_ready and len(candidates) >= 2:
-                labeled += ask_teacher(teacher, candidates, due, config.query, rng, reward_model, bool(labeled))
-                logger.record_many(reward_model.fit(labeled))
-                ends_seen = any(s.ended.any() for p in labeled for s in (p.left, p.right))
-                reward_model.set_normalization(candidates, anchor_on_ended=ends_seen)
-            rewards = reward_model.rewards(rollout.obs, rollout.actions)
-        logger.record_many(ppo.update(rollout, rewards))
-        logger.record("labels/count", len(labeled))
-        logger.dump(ppo.timesteps)
+    while not learner.done:
+        learner.step(ask)
         if progress:
-            progress(
-                {
-                    "labels": len(labeled),
-                    "timesteps": ppo.timesteps,
-                    "reward_accuracy": reward_model.validation_accuracy,
-                    "true_return": last_return,
-                }
-            )
-    evaluate()
-
-    correlation = float("nan")
-    if heldout and labeled:
-        learned = reward_model.segment_sums(heldout).mean(0)
-        correlation = pearson(learned, np.array([s.true_return for s in heldout]))
-    final = curve[-1]
-    metrics = {
-        "env": config.env_id,
-        "seed": config.seed,
-        "teacher": config.teacher,
-        "query": config.query,
-        "true_reward": config.true_reward,
-        "labels_used": len(labeled),
-        "choices": {c: sum(p.choice == c for p in labeled) for c in ("left", "right", "equal", "skip")},
-        "timesteps": ppo.timesteps,
-        "wall_seconds": time.perf_counter() - started,
-        "device": str(device),
-        "final_true_return": final["true_return"],
-        "final_true_return_std": final["true_return_std"],
-        "reward_model_accuracy": reward_model.validation_accuracy,
-        "reward_correlation": correlation,
-        "curve": curve,
-        "config": config.to_dict(),
-        "ppo_config": asdict(ppo_config),
-        "history": logger.rows,
-    }
-    return RunResult(metrics=metrics, ppo=ppo, reward_model=reward_model, config=config)
+            progress(learner.progress_info())
+    return learner.finish()
 
 
-def join_rollouts(rollouts: list[Rollout]) -> tuple[np.ndarray, ...]:
+def join_rollouts(
+    rollouts: list[Rollout],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Consecutive rollouts of the same envs joined along time: obs, actions, true_rewards, terminated,
     truncated, valid, each (sum of T, N, ...)."""
-    fields = ("obs", "actions", "true_rewards", "terminated", "truncated", "valid")
-    return tuple(np.concatenate([getattr(r, name) for r in rollouts]) for name in fields)
+    def joined(name: str) -> np.ndarray:
+        return np.concatenate([getattr(r, name) for r in rollouts])
+
+    return (joined("obs"), joined("actions"), joined("true_rewards"), joined("terminated"), joined("truncated"),
+            joined("valid"))
 
 
 def ask_teacher(

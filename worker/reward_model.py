@@ -108,7 +108,7 @@ class RewardEnsemble:
         self.reward_scale = 1.0
 
     # ---- features -------------------------------------------------------------------------------------
-    def features(self, obs: np.ndarray, actions: np.ndarray | None, ended: np.ndarray) -> torch.Tensor:
+    def features(self, obs: np.ndarray, actions: np.ndarray, ended: np.ndarray) -> torch.Tensor:
         """Network input for a batch of steps.
 
         Args:

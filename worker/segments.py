@@ -83,7 +83,11 @@ def cut_segments(
     if not windows:
         return []
     chosen = rng.choice(len(windows), size=min(count, len(windows)), replace=False)
-    return [_segment(obs, actions, true_rewards, *windows[i], length, env_id) for i in sorted(chosen)]
+    segments = []
+    for i in sorted(chosen):
+        env, first, live = windows[i]
+        segments.append(_segment(obs, actions, true_rewards, env, first, live, length, env_id))
+    return segments
 
 
 def _segment(

@@ -1,0 +1,157 @@
+"""Gymnasium environments for the worker: id validation, fast vector envs and what their spaces look like.
+
+Every vector env made here uses Gymnasium's NEXT_STEP autoreset: the step that ends an episode returns the
+episode's final observation, and the following step of that sub-env is a no-op that ignores its action,
+returns the first observation of the next episode, reward 0 and terminated = truncated = False.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+
+
+def validate_env_id(env_id: str) -> None:
+    """Check that `env_id` names an environment in Gymnasium's registry.
+
+    Args:
+        env_id: a Gymnasium id such as "CartPole-v1".
+
+    Raises:
+        ValueError: "unknown env id 'X'" when the id is not registered.
+    """
+    if env_id not in gym.registry:
+        raise ValueError(f"unknown env id '{env_id}'")
+
+
+def has_native_vector_env(env_id: str) -> bool:
+    """Whether Gymnasium ships a numpy vector env for `env_id` (e.g. CartPole-v1), much faster than "sync"."""
+    validate_env_id(env_id)
+    entry_point = gym.spec(env_id).vector_entry_point
+    # Jax-based vector envs ("phys2d") need jax; only plain numpy ones count as fast here.
+    return isinstance(entry_point, str) and "phys2d" not in entry_point
+
+
+def make_vec_env(env_id: str, num_envs: int, seed: int) -> VectorEnv:
+    """Make a vector env of `num_envs` copies of `env_id`, seeded, with NEXT_STEP autoreset.
+
+    Uses the env's native vector implementation when it has one (`vectorization_mode="vector_entry_point"`,
+    e.g. CartPole-v1), otherwise Gymnasium's `SyncVectorEnv` in this process (env checker off, for speed).
+    The env is reset once with `seed` (sub-env i gets seed + i in sync mode) and its action space seeded, so a
+    later seedless `reset()` continues a fixed random stream.
+
+    Args:
+        env_id: a registered Gymnasium id.
+        num_envs: number of sub-envs, at least 1.
+        seed: seed for the sub-envs' random streams.
+
+    Returns:
+        The vector env; call `reset()` (no seed needed) before stepping it.
+
+    Raises:
+        ValueError: for an unknown id or `num_envs < 1`.
+    """
+    validate_env_id(env_id)
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be at least 1, got {num_envs}")
+    if has_native_vector_env(env_id):
+        env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point")
+    else:
+        env = gym.make_vec(
+            env_id,
+            num_envs=num_envs,
+            vectorization_mode="sync",
+            vector_kwargs={"autoreset_mode": AutoresetMode.NEXT_STEP},
+            disable_env_checker=True,
+        )
+    mode = env.metadata.get("autoreset_mode")
+    if mode != AutoresetMode.NEXT_STEP:
+        env.close()
+        raise ValueError(f"{env_id}: vector env autoreset mode is {mode}, the worker needs NEXT_STEP")
+    env.reset(seed=seed)
+    env.action_space.seed(seed)
+    return env
+
+
+def is_discrete(env: VectorEnv) -> bool:
+    """Whether each sub-env's action space is `Discrete` (else it must be a `Box`)."""
+    return isinstance(env.single_action_space, spaces.Discrete)
+
+
+def obs_shape(env: VectorEnv) -> tuple[int, ...]:
+    """Shape of one sub-env's observation, e.g. (4,) for CartPole-v1."""
+    shape = env.single_observation_space.shape
+    assert shape is not None
+    return tuple(shape)
+
+
+def action_shape(env: VectorEnv) -> tuple[int, ...]:
+    """Shape of one sub-env's action: () for discrete, (action_dim,) for a Box."""
+    shape = env.single_action_space.shape
+    return tuple(shape) if shape is not None else ()
+
+
+@dataclass(frozen=True)
+class EnvSpaces:
+    """What a policy needs to know about an env's spaces.
+
+    Attributes:
+        obs_shape: shape of one observation, e.g. (4,).
+        action_shape: () for discrete actions, (action_dim,) for continuous.
+        discrete: True for a `Discrete` action space.
+        num_actions: number of discrete actions (0 for continuous).
+        action_low: (action_dim,) float32 lower bounds (empty for discrete).
+        action_high: (action_dim,) float32 upper bounds (empty for discrete).
+    """
+
+    obs_shape: tuple[int, ...]
+    action_shape: tuple[int, ...]
+    discrete: bool
+    num_actions: int
+    action_low: np.ndarray
+    action_high: np.ndarray
+
+
+def env_spaces(env: VectorEnv) -> EnvSpaces:
+    """Describe a vector env's single observation and action spaces.
+
+    Raises:
+        ValueError: when the action space is neither `Discrete` nor a bounded `Box`, or observations are not
+            a flat `Box`.
+    """
+    obs_space = env.single_observation_space
+    act_space = env.single_action_space
+    if not isinstance(obs_space, spaces.Box) or len(obs_space.shape) != 1:
+        raise ValueError(f"observations must be a flat Box, got {obs_space}")
+    if isinstance(act_space, spaces.Discrete):
+        empty = np.zeros(0, dtype=np.float32)
+        return EnvSpaces(obs_shape(env), (), True, int(act_space.n), empty, empty)
+    if isinstance(act_space, spaces.Box) and len(act_space.shape) == 1 and act_space.is_bounded("both"):
+        return EnvSpaces(
+            obs_shape(env),
+            action_shape(env),
+            False,
+            0,
+            act_space.low.astype(np.float32),
+            act_space.high.astype(np.float32),
+        )
+    raise ValueError(f"actions must be Discrete or a bounded flat Box, got {act_space}")
+
+
+def describe_env(env_id: str) -> EnvSpaces:
+    """`env_spaces` for an env id, without keeping an env around."""
+    env = make_vec_env(env_id, num_envs=1, seed=0)
+    try:
+        return env_spaces(env)
+    finally:
+        env.close()
+
+
+def max_episode_steps(env_id: str) -> int | None:
+    """The time limit registered for `env_id` (500 for CartPole-v1, 200 for Pendulum-v1), or None."""
+    validate_env_id(env_id)
+    return gym.spec(env_id).max_episode_steps
