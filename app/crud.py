@@ -1128,3 +1128,78 @@ def fail_job(session: Session, job_id: int, worker_id: str, error: str) -> bool:
         else:
             job.status = "queued"
         return True
+
+
+# ------------------------------------------------------------------------------------- the training worker
+
+
+def queue_segment_clips(session: Session, experiment_id: int, segment_ids: Sequence[int]) -> list[int]:
+    """Queue a render job per segment that the worker renders from the segment's own observations.
+
+    For segments stored without a render spec (the worker's own rollouts): the clip job restores the env
+    state from each observation. Returns the job ids.
+    """
+    with write_transaction(session):
+        jobs = [
+            Job(kind=RENDER_CLIP_JOB, experiment_id=experiment_id, payload={"segment_id": i, "from_obs": True})
+            for i in segment_ids
+        ]
+        session.add_all(jobs)
+        session.execute(update(Segment).where(Segment.id.in_(segment_ids)).values(clip_status="queued"))
+    return [job.id for job in jobs]
+
+
+def pending_pairs(session: Session, experiment_id: int) -> list[Pair]:
+    """Pairs still waiting for labels, oldest first."""
+    return list(
+        session.scalars(
+            select(Pair).where(Pair.experiment_id == experiment_id, Pair.status == "pending").order_by(Pair.id)
+        )
+    )
+
+
+def count_pairs(session: Session, experiment_id: int) -> int:
+    """Pairs asked about so far (pending or complete; cancelled ones do not count)."""
+    query = select(func.count()).where(Pair.experiment_id == experiment_id, Pair.status != "cancelled")
+    return session.scalar(query) or 0
+
+
+def leased_pair_ids(session: Session, experiment_id: int, rater_id: int) -> list[int]:
+    """Pending pairs the rater holds a lease on (live or expired): a restarted oracle answers these first."""
+    query = (
+        select(Lease.pair_id)
+        .join(Pair, Pair.id == Lease.pair_id)
+        .where(Lease.experiment_id == experiment_id, Lease.rater_id == rater_id, Pair.status == "pending")
+        .order_by(Lease.pair_id)
+    )
+    return list(session.scalars(query))
+
+
+def oracle_rater_id(session: Session, experiment_id: int) -> int:
+    """The experiment's synthetic-teacher rater (kind "oracle"), created on first use."""
+    query = (
+        select(Rater.id)
+        .join(RaterExperiment, RaterExperiment.rater_id == Rater.id)
+        .where(RaterExperiment.experiment_id == experiment_id, Rater.kind == "oracle")
+        .order_by(Rater.id)
+        .limit(1)
+    )
+    rater_id = session.scalar(query)
+    if rater_id is None:
+        rater, _token = create_rater(session, f"oracle-{experiment_id}", [experiment_id], kind="oracle")
+        rater_id = rater.id
+    return rater_id
+
+
+def experiments_needing_work(session: Session, now: datetime | None = None) -> list[Experiment]:
+    """Worker-run experiments (config has "run") not done or paused whose owner lease is free or expired."""
+    now = now or utcnow()
+    query = (
+        select(Experiment)
+        .where(
+            Experiment.status.in_(("created", "running")),
+            Experiment.owner_worker.is_(None) | (Experiment.owner_expires_at < now),
+        )
+        .order_by(Experiment.id)
+    )
+    return [e for e in session.scalars(query) if isinstance(e.config, dict) and "run" in e.config]

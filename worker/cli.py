@@ -62,6 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=Path("runs/latest"), help="output folder (default runs/latest)")
     run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--via-server", metavar="URL", help="run through a running server and its workers")
+    run.add_argument("--token", help="admin token for --via-server (default: $RLHF_ADMIN_TOKEN)")
+
+    serve = commands.add_parser("serve", help="web server plus one worker on the embedded SQLite database")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=positive_int, default=8000)
+    serve.add_argument("--no-demo", action="store_true", help="do not create the CartPole-v1 demo experiment")
+
+    worker = commands.add_parser("worker", help="a training worker: runs experiments stored in the database")
+    worker.add_argument("--lease-seconds", type=float, default=30.0, help="experiment lease without heartbeat")
+    worker.add_argument("--poll-seconds", type=float, default=0.5, help="pause while idle or awaiting labels")
+    worker.add_argument("--exit-when-idle", action="store_true", help="exit once no experiment needs work")
 
     evaluate = commands.add_parser("eval", help="reload a run's checkpoint and score it on the true reward")
     evaluate.add_argument("out", type=Path, help="a run's output folder")
@@ -123,6 +135,8 @@ def run_config_from_args(args: argparse.Namespace):
 
 def command_run(args: argparse.Namespace) -> int:
     config = run_config_from_args(args)
+    if args.via_server:
+        return run_via_server(args, config)
     from tqdm import tqdm
 
     from worker.loop import run, save_run
@@ -171,7 +185,166 @@ def command_db(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": command_run, "eval": command_eval, "db": command_db}
+def run_via_server(args: argparse.Namespace, config) -> int:  # noqa: ANN001 - RunConfig, imported late
+    """Create an oracle experiment on a running server, follow it until a worker finishes it."""
+    import os
+    import time
+
+    from app.client import ApiError, RlhfClient
+    from worker.envs import describe_env
+
+    token = args.token or os.environ.get("RLHF_ADMIN_TOKEN")
+    if not token:
+        raise CliError("--token: the server's admin token is needed (or set RLHF_ADMIN_TOKEN)")
+    config = config.resolved()
+    spaces = describe_env(config.env_id)
+    started = time.perf_counter()
+    try:
+        with RlhfClient(args.via_server, token=token) as api:
+            experiment = api.create_experiment(
+                f"run-{config.env_id}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+                config.env_id,
+                obs_shape=list(spaces.obs_shape),
+                action_shape=[] if spaces.discrete else list(spaces.action_shape),
+                num_actions=spaces.num_actions if spaces.discrete else None,
+                teacher_mode="oracle",
+                label_budget=config.labels,
+                timestep_budget=config.timesteps,
+                config={"run": config.to_dict()},
+            )
+            experiment_id = experiment["id"]
+            if not args.no_progress:
+                print(f"experiment {experiment_id} queued on {args.via_server}", file=sys.stderr)
+            while experiment["status"] != "done":
+                time.sleep(0.25)
+                experiment = api.get_experiment(experiment_id)
+            series = api.get_metrics(experiment_id, keys=["env/true_return", "env/true_return_std"])
+    except ApiError as error:
+        raise CliError(f"--via-server: {error}") from None
+    except OSError as error:  # httpx connection errors are OSError subclasses or wrap them
+        raise CliError(f"--via-server: cannot reach {args.via_server}: {error}") from None
+    wall = time.perf_counter() - started
+    final = series["env/true_return"][-1]["value"]
+    final_std = series["env/true_return_std"][-1]["value"]
+    labels = experiment["counts"]["labels"]
+    metrics = {
+        "env": config.env_id,
+        "seed": config.seed,
+        "experiment_id": experiment_id,
+        "labels_used": labels,
+        "final_true_return": final,
+        "final_true_return_std": final_std,
+        "wall_seconds": wall,
+        "curve": series["env/true_return"],
+        "config": config.to_dict(),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(
+        f"{config.env_id}: true return {final:.1f} ± {final_std:.1f} with {labels} labels, "
+        f"experiment {experiment_id}, {wall:.1f} s through {args.via_server}"
+    )
+    return 0
+
+
+def command_worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from app.settings import Settings
+    from worker.service import StopFlag, WorkerOptions, run_worker
+
+    if args.lease_seconds <= 0 or args.poll_seconds <= 0:
+        raise CliError("--lease-seconds/--poll-seconds: must be > 0")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    stop = StopFlag()
+    stop.install()
+    options = WorkerOptions(lease_seconds=args.lease_seconds, poll_seconds=args.poll_seconds)
+    return run_worker(Settings(), options, stop, exit_when_idle=args.exit_when_idle)
+
+
+DEMO_NAME = "cartpole-demo"
+
+
+def command_serve(args: argparse.Namespace) -> int:
+    """Upgrade the database, start one worker subprocess and the web server; Ctrl-C stops both."""
+    import os
+    import signal
+    import subprocess
+
+    import uvicorn
+
+    from app import crud
+    from app.db import make_engine, make_session_factory
+    from app.main import create_app
+    from app.migrate import upgrade_database
+    from app.schemas import ExperimentCreate
+    from app.settings import Settings
+
+    settings = Settings()
+    upgrade_database(settings)
+    engine = make_engine(settings)
+    invite_token = None
+    with make_session_factory(engine)() as session:
+        configured = settings.admin_token.get_secret_value() if settings.admin_token else None
+        _hash, admin_token = crud.ensure_admin_token(session, configured)
+        admin_token = admin_token or configured
+        if not args.no_demo and not crud.list_experiments(session):
+            from worker.config import RunConfig
+
+            config = RunConfig(env_id="CartPole-v1").resolved()
+            demo = crud.create_experiment(
+                session,
+                ExperimentCreate(
+                    name=DEMO_NAME,
+                    env_id="CartPole-v1",
+                    teacher_mode="mixed",
+                    human_timeout_seconds=300,
+                    instructions="Prefer the clip where the pole stays upright and the cart stays central.",
+                    label_budget=config.labels,
+                    timestep_budget=config.timesteps,
+                    obs_shape=[4],
+                    num_actions=2,
+                    config={"run": config.to_dict()},
+                ),
+            )
+            _rater, invite_token = crud.create_rater(session, "demo-rater", [demo.id])
+    engine.dispose()
+
+    base = f"http://{args.host}:{args.port}"
+    env = {**os.environ, "RLHF_DATA_DIR": str(settings.data_dir.resolve())}
+    if settings.database_url:
+        env["RLHF_DATABASE_URL"] = settings.database_url
+    worker = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker"], env=env)
+    print(f"rlhf: pages at {base}/  (API docs at {base}/docs)")
+    if admin_token:
+        print(f"rlhf: admin token (shown once, store it): {admin_token}")
+    else:
+        print("rlhf: admin token: the one printed at first start (or set RLHF_ADMIN_TOKEN)")
+    if invite_token:
+        print(f"rlhf: rater invite link for the demo experiment: {base}/invite/{invite_token}")
+    try:
+        app = create_app(settings)
+        server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
+        server.run()  # returns on Ctrl-C / SIGTERM
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)  # finishes its step and checkpoints
+            try:
+                worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+    print("rlhf: stopped")
+    return 0
+
+
+COMMANDS = {
+    "run": command_run,
+    "eval": command_eval,
+    "db": command_db,
+    "serve": command_serve,
+    "worker": command_worker,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

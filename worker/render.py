@@ -236,3 +236,48 @@ def render_clip(
         "size_bytes": size,
         "poster": poster,
     }
+
+
+def _state_from_obs(env_id: str, obs: np.ndarray) -> np.ndarray:
+    """The classic-control env state whose observation is `obs` (the observation is the state, or its trig)."""
+    if env_id in ("CartPole-v1", "CartPole-v0", "MountainCar-v0", "MountainCarContinuous-v0"):
+        return np.asarray(obs, dtype=np.float64)
+    if env_id == "Pendulum-v1":  # obs = (cos θ, sin θ, θ̇)
+        return np.array([np.arctan2(obs[1], obs[0]), obs[2]], dtype=np.float64)
+    if env_id == "Acrobot-v1":  # obs = (cos θ1, sin θ1, cos θ2, sin θ2, θ̇1, θ̇2)
+        return np.array([np.arctan2(obs[1], obs[0]), np.arctan2(obs[3], obs[2]), obs[4], obs[5]], dtype=np.float64)
+    raise ValueError(f"cannot restore a {env_id} state from its observation; send a render spec or frames")
+
+
+def can_render_from_obs(env_id: str) -> bool:
+    try:
+        _state_from_obs(env_id, np.zeros(6))
+    except ValueError:
+        return False
+    return True
+
+
+def render_observations(env_id: str, obs: np.ndarray, ended: np.ndarray) -> np.ndarray:
+    """Frames of a segment drawn by setting the env's state to each observation (classic-control envs).
+
+    Used for the worker's own rollouts, whose episodes began at vector-env resets we cannot replay. After the
+    episode ended the last frame repeats, as in `iter_frames`.
+
+    Args:
+        env_id: a classic-control Gymnasium id (CartPole, MountainCar, Pendulum, Acrobot).
+        obs: (L, obs_dim) observations.
+        ended: (L,) bool, True in the absorbing state after the episode ended.
+
+    Returns:
+        (L, H, W, 3) uint8 frames.
+    """
+    env = _rgb_env(env_id)
+    env.reset(seed=0)
+    frames: list[np.ndarray] = []
+    for t in range(len(obs)):
+        if ended[t] and frames:
+            frames.append(frames[-1])
+            continue
+        env.unwrapped.state = _state_from_obs(env_id, obs[t])  # type: ignore[attr-defined]
+        frames.append(np.asarray(env.render()))
+    return np.stack(frames)

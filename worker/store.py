@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app import crud
 from app.models import Segment as SegmentRow
-from worker.render import ClipEncoder, encode_clip, render_clip
+from worker.render import ClipEncoder, encode_clip, render_clip, render_observations
 from worker.types import Segment
 
 logger = logging.getLogger("rlhf.worker.store")
@@ -83,8 +83,13 @@ def make_clip(
     """
     segment = crud.get_segment(session, segment_id)
     frames_path = payload.get("frames_path")
-    if frames_path:
-        frames = np.load(frames_path, allow_pickle=False)
+    from_obs = bool(payload.get("from_obs"))
+    if frames_path or from_obs:
+        if from_obs:  # the worker's own rollouts: restore the env state from each observation
+            arrays = crud.segment_arrays(segment)
+            frames = render_observations(segment.env_id, arrays.obs, arrays.ended)
+        else:
+            frames = np.load(str(frames_path), allow_pickle=False)
         fps = int(payload.get("fps", 30))
         content_hash = frames_hash(frames, fps)
         video, poster = _clip_paths(content_hash)

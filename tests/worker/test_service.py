@@ -1,0 +1,241 @@
+"""The worker through the database: a real uvicorn over a socket, real worker processes, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.engine import Engine
+
+from app.client import RlhfClient
+from app.migrate import upgrade_database
+from app.models import Checkpoint, Job, Label, Pair, Rater
+from app.settings import Settings
+from worker.config import RunConfig
+
+ADMIN_TOKEN = "service-test-token"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _app_conftest():
+    """tests/app/conftest.py's PostgreSQL helpers (a fresh database per run)."""
+    spec = importlib.util.spec_from_file_location("app_conftest", REPO / "tests" / "app" / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("app_conftest", module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Service:
+    url: str
+    env: dict[str, str]
+    engine: Engine
+    tmp: Path
+    workers: list[subprocess.Popen]
+
+    def api(self) -> RlhfClient:
+        return RlhfClient(self.url, token=ADMIN_TOKEN)
+
+    def start_worker(self, name: str) -> subprocess.Popen:
+        log = (self.tmp / f"{name}.log").open("w")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "worker", "--lease-seconds", "3", "--poll-seconds", "0.2"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+        self.workers.append(process)
+        return process
+
+    def count(self, model: type, **where: object) -> int:
+        with self.engine.connect() as connection:
+            query = select(func.count()).select_from(model)
+            for name, value in where.items():
+                query = query.where(getattr(model, name) == value)
+            return connection.scalar(query) or 0
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]:
+    """uvicorn in a subprocess on a fresh database; workers are started by the tests."""
+    data_dir = tmp_path / "data"
+    database_url = None
+    helpers = None
+    if request.param == "postgres":
+        helpers = _app_conftest()
+        database_url = helpers.create_postgres_database("rlhf_service")
+    settings = Settings(data_dir=data_dir, database_url=database_url)
+    upgrade_database(settings)
+    env = {**os.environ, "RLHF_DATA_DIR": str(data_dir), "RLHF_ADMIN_TOKEN": ADMIN_TOKEN}
+    if database_url:
+        env["RLHF_DATABASE_URL"] = database_url
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app_from_env", "--port", str(port),
+         "--log-level", "warning"],
+        env=env,
+        stdout=(tmp_path / "server.log").open("w"),
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline and server.poll() is None, (tmp_path / "server.log").read_text()
+        time.sleep(0.1)
+    engine = create_engine(settings.resolved_database_url)
+    running = Service(url=url, env=env, engine=engine, tmp=tmp_path, workers=[])
+    try:
+        yield running
+    finally:
+        for process in [*running.workers, server]:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+        engine.dispose()
+        if helpers is not None and database_url:
+            helpers.drop_postgres_database(database_url)
+
+
+def create_run(api: RlhfClient, name: str, labels: int, timesteps: int, mode: str = "oracle", **config: object) -> int:
+    run = RunConfig(env_id="CartPole-v1", labels=labels, timesteps=timesteps, seed=0).resolved()
+    experiment = api.create_experiment(
+        name,
+        "CartPole-v1",
+        obs_shape=[4],
+        num_actions=2,
+        teacher_mode=mode,
+        label_budget=labels,
+        timestep_budget=run.timesteps,
+        config={"run": run.to_dict(), **config},
+    )
+    return experiment["id"]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, service: Service) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            logs = "\n".join(p.read_text()[-2000:] for p in service.tmp.glob("*.log"))
+            raise AssertionError(f"timed out waiting for {what}\n{logs}")
+        time.sleep(0.2)
+
+
+def status(api: RlhfClient, experiment_id: int) -> str:
+    return api.get_experiment(experiment_id)["status"]
+
+
+@pytest.mark.slow
+def test_oracle_run_via_server_reaches_475_with_the_in_process_label_budget(service: Service, tmp_path: Path):
+    service.start_worker("worker")
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "run", "--via-server", service.url, "--token", ADMIN_TOKEN,
+         "--labels", "100", "--seed", "0", "--no-progress", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=240, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr + "\n".join(p.read_text()[-3000:] for p in tmp_path.glob("*.log"))
+    with service.api() as api:
+        experiment = api.list_experiments()[0]
+        series = api.get_metrics(experiment["id"], keys=["env/true_return", "labels/count"])
+    assert series["env/true_return"][-1]["value"] >= 475
+    assert series["labels/count"][-1]["value"] == 100
+    # Every label came from the oracle rater, through the one write path (one label per pair).
+    assert service.count(Label) == 100 == service.count(Pair, status="complete")
+    assert service.count(Rater, kind="oracle") == 1
+    assert service.count(Checkpoint) >= 1
+
+
+def test_kill_9_mid_training_then_another_worker_finishes_with_every_label_once(service: Service):
+    budget = 40
+    with service.api() as api:
+        experiment_id = create_run(api, "crash", labels=budget, timesteps=24_000)
+        first = service.start_worker("first")
+        wait_for(lambda: service.count(Label) >= 15 and service.count(Checkpoint) >= 1, 90, "labels", service)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        labels_at_crash = service.count(Label)
+        service.start_worker("second")
+        wait_for(lambda: status(api, experiment_id) == "done", 150, "the experiment to finish", service)
+    assert labels_at_crash < budget
+    assert service.count(Label) == budget == service.count(Pair)
+    with service.engine.connect() as connection:
+        per_pair = connection.execute(select(Label.pair_id, func.count()).group_by(Label.pair_id)).all()
+    assert len(per_pair) == budget and all(count == 1 for _pair, count in per_pair)
+    assert "resumed at" in (service.tmp / "second.log").read_text()
+
+
+@pytest.mark.postgres
+def test_two_workers_on_postgres_share_experiments_and_never_run_a_job_twice(service: Service):
+    if service.engine.dialect.name != "postgresql":
+        pytest.skip("the many-worker property is PostgreSQL's (SKIP LOCKED)")
+    with service.api() as api:
+        # Clips are rendered for these oracle runs too, so both workers claim render jobs concurrently.
+        ids = [create_run(api, f"shared-{i}", labels=12, timesteps=6_000, render_clips=True) for i in range(2)]
+        service.start_worker("a")
+        service.start_worker("b")
+        wait_for(lambda: all(status(api, i) == "done" for i in ids), 150, "both experiments", service)
+        wait_for(lambda: service.count(Job, status="queued") + service.count(Job, status="running") == 0, 60,
+                 "the render jobs", service)  # fmt: skip
+        for experiment_id in ids:
+            assert api.get_experiment(experiment_id)["counts"]["labels"] == 12
+    with service.engine.connect() as connection:
+        jobs = connection.execute(select(Job.status, Job.attempts, Job.claimed_by)).all()
+    assert jobs and all(job.status == "done" and job.attempts == 1 for job in jobs)
+    # Each experiment had its own owner at the time: both workers trained.
+    logs = [(service.tmp / f"{name}.log").read_text() for name in ("a", "b")]
+    assert all("done: true return" in log for log in logs), logs
+
+
+def test_switching_to_human_mode_stops_synthetic_labels_at_the_next_pair(service: Service):
+    if service.engine.dialect.name != "sqlite":
+        pytest.skip("mode switching does not depend on the database; run once")
+    with service.api() as api:
+        experiment_id = create_run(api, "switch", labels=100, timesteps=60_000)
+        worker = service.start_worker("worker")
+        wait_for(lambda: service.count(Label) >= 25, 90, "the first labels", service)
+        api.update_experiment(experiment_id, teacher_mode="human")
+        at_switch = service.count(Label)
+        # The next batch of pairs is queued, and then nobody answers it.
+        wait_for(lambda: service.count(Pair, status="pending") > 0, 60, "pairs for humans", service)
+        time.sleep(2.0)
+        stalled = service.count(Label)
+        assert service.count(Pair, status="pending") > 0
+        assert stalled - at_switch <= 10  # at most the batch the oracle had leased before the switch
+        time.sleep(1.0)
+        assert service.count(Label) == stalled
+        # A human answers through the API; the worker sees it.
+        invite = api.create_invite("human", [experiment_id])
+        with RlhfClient(service.url, token=invite["token"]) as rater:
+            lease = rater.lease_pair(experiment_id)
+            assert lease is not None
+            rater.submit_label(lease["pair_id"], "left")
+        assert service.count(Label) == stalled + 1
+        # SIGTERM while it waits for humans: checkpoint and exit 0.
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+        assert service.count(Checkpoint) >= 1
