@@ -314,18 +314,35 @@ def command_serve(args: argparse.Namespace) -> int:
     env = {**os.environ, "RLHF_DATA_DIR": str(settings.data_dir.resolve())}
     if settings.database_url:
         env["RLHF_DATABASE_URL"] = settings.database_url
+    server: uvicorn.Server | None = None
+
+    def stop_serving(_signum: int, _frame: object) -> None:
+        # While uvicorn runs it takes SIGINT/SIGTERM itself, and once stopped it raises the signal again for the
+        # handler it found: this one, so that we go on to stop the worker instead of dying and orphaning it.
+        # Before uvicorn runs, a signal ends the start-up (through the `finally` below).
+        if server is None:
+            raise KeyboardInterrupt
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop_serving)
     worker = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker"], env=env)
-    print(f"rlhf: pages at {base}/  (API docs at {base}/docs)")
-    if admin_token:
-        print(f"rlhf: admin token (shown once, store it): {admin_token}")
-    else:
-        print("rlhf: admin token: the one printed at first start (or set RLHF_ADMIN_TOKEN)")
-    if invite_token:
-        print(f"rlhf: rater invite link for the demo experiment: {base}/invite/{invite_token}")
+    exit_code = 0
     try:
+        print(f"rlhf: pages at {base}/  (API docs at {base}/docs)")
+        if admin_token:
+            print(f"rlhf: admin token (shown once, store it): {admin_token}")
+        else:
+            print("rlhf: admin token: the one printed at first start (or set RLHF_ADMIN_TOKEN)")
+        if invite_token:
+            print(f"rlhf: rater invite link for the demo experiment: {base}/invite/{invite_token}")
+        sys.stdout.flush()  # shown now even when stdout is a pipe or a log file
         app = create_app(settings)
         server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
         server.run()  # returns on Ctrl-C / SIGTERM
+        if not server.started:  # e.g. the port is taken; uvicorn logged why
+            exit_code = 1
+    except KeyboardInterrupt:
+        pass
     finally:
         if worker.poll() is None:
             worker.send_signal(signal.SIGTERM)  # finishes its step and checkpoints
@@ -334,8 +351,8 @@ def command_serve(args: argparse.Namespace) -> int:
             except subprocess.TimeoutExpired:
                 worker.kill()
                 worker.wait()
-    print("rlhf: stopped")
-    return 0
+    print("rlhf: stopped", flush=True)
+    return exit_code
 
 
 COMMANDS = {
