@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	$(VENV)/bin/rlhf run --env CartPole-v1 --labels 100 --seed 0 --out runs/cartpole
+	$(VENV)/bin/rlhf serve
 
 # PostgreSQL on 127.0.0.1:5432 for the database tests (started when down).
 services:

@@ -5,7 +5,8 @@ The session token (rater invite token or admin token) lives in an HttpOnly cooki
 read it and send no Authorization header; every POST here instead carries a CSRF token (form field or
 `X-CSRF-Token` header) that must equal the `rlhf_csrf` cookie (double submit: a cross-site page can neither
 read that cookie nor the page that embeds it). Labels go through `crud.submit_label`, the write path the
-API and the synthetic teacher use.
+API and the synthetic teacher use; the admin's teacher-mode switch goes through `crud.update_experiment`, as
+`PATCH /api/v1/experiments/{id}` does.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Form, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from app import crud, schemas, stats
@@ -38,6 +41,12 @@ PLOTTED_SERIES = ("env/true_return", "reward/accuracy", "labels/count")
 WAITING_POLL_MS = 2000
 UNKNOWN_INVITE = "This invite link is unknown or was revoked. Ask for a new one."
 LIVE_POLL_MS = 3000
+# The experiment page's teacher-mode buttons: (mode as stored, button text, what it means).
+TEACHER_MODE_CHOICES = (
+    ("human", "Human", "only invited raters label pairs"),
+    ("oracle", "Oracle", "the synthetic teacher labels every pair from the true reward"),
+    ("mixed", "Mixed", "raters first; the synthetic teacher answers pairs still waiting after the timeout"),
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -277,6 +286,11 @@ def _is_admin(request: Request, session: Session) -> bool:
     return principal is not None and principal.is_admin
 
 
+def _admin_or_401(request: Request, session: Session) -> None:
+    if not _is_admin(request, session):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "session: admin sign-in required")
+
+
 @router.get("/admin")
 def get_admin_sign_in(request: Request, session: SessionDep) -> Response:
     """The admin sign-in form (the admin token, kept in an HttpOnly cookie)."""
@@ -351,12 +365,38 @@ def get_experiment_page(experiment_id: int, request: Request, session: SessionDe
         live = experiment_live_data(session, experiment_id)
     except NotFound:
         return render(request, "admin_signin.html", {"error": f"No experiment {experiment_id}."}, 404)
-    return render(request, "experiment.html", {"live": live, "poll_ms": LIVE_POLL_MS})
+    return render(
+        request, "experiment.html", {"live": live, "poll_ms": LIVE_POLL_MS, "teacher_modes": TEACHER_MODE_CHOICES}
+    )
 
 
 @router.get("/admin/experiments/{experiment_id}/live")
 def get_experiment_live(experiment_id: int, request: Request, session: SessionDep) -> JSONResponse:
     """The experiment page's figures as JSON, polled by its script."""
-    if not _is_admin(request, session):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "session: admin sign-in required")
+    _admin_or_401(request, session)
     return JSONResponse(experiment_live_data(session, experiment_id))
+
+
+@router.post("/admin/experiments/{experiment_id}/mode")
+def set_teacher_mode(
+    experiment_id: int,
+    request: Request,
+    session: SessionDep,
+    teacher_mode: Annotated[str, Form()] = "",
+    csrf_token: Annotated[str, Form()] = "",
+) -> Response:
+    """Switch who labels (human, oracle or mixed) through the API's write path; the worker reads it per pair.
+
+    The page's script sends `X-CSRF-Token` and `Accept: application/json` and gets `{"teacher_mode": ...}`;
+    a plain form post sends the `csrf_token` field and is redirected back to the page.
+    """
+    check_csrf(request, request.headers.get(CSRF_HEADER) or csrf_token)
+    _admin_or_401(request, session)
+    try:  # the API's schema, so both paths accept the same values with the same message
+        changes = schemas.ExperimentUpdate.model_validate({"teacher_mode": teacher_mode})
+    except ValidationError as error:
+        raise RequestValidationError(error.errors()) from None
+    experiment = crud.update_experiment(session, experiment_id, changes.model_dump(exclude_unset=True))
+    if "application/json" in request.headers.get("accept", ""):
+        return JSONResponse({"teacher_mode": experiment.teacher_mode})
+    return RedirectResponse(f"/admin/experiments/{experiment_id}", status.HTTP_303_SEE_OTHER)

@@ -1,9 +1,16 @@
-// The admin experiment page: polls the live JSON and redraws figures, the rater table and two line charts.
+// The admin experiment page: polls the live JSON and redraws figures, the rater table and two line charts;
+// the teacher-mode buttons post the switch without reloading (the form still works without this script).
 
 const root = document.getElementById("experiment");
 const experimentId = root.dataset.experimentId;
 const pollMs = Number(root.dataset.pollMs) || 3000;
+const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
+const modeForm = document.getElementById("mode-form");
+const modeButtons = [...modeForm.querySelectorAll('button[name="teacher_mode"]')];
+const modeMessage = document.getElementById("mode-message");
 const SVG_NS = "http://www.w3.org/2000/svg";
+// Polls that began before the last switch may carry the old mode; their mode is not shown.
+let modeSwitchedAt = 0;
 
 function percent(agreement) {
   if (agreement.rate === null) return "—";
@@ -75,10 +82,21 @@ function cell(text) {
   return td;
 }
 
-function render(live) {
+function showMode(mode) {
+  for (const button of modeButtons) {
+    const current = button.value === mode;
+    button.classList.toggle("active", current);
+    button.setAttribute("aria-pressed", String(current));
+    if (current) document.getElementById("mode-hint").textContent = `${button.textContent}: ${button.dataset.hint}.`;
+  }
+  const tile = root.querySelector('[data-field="teacher_mode"]');
+  if (tile) tile.textContent = mode;
+}
+
+function render(live, { withMode = true } = {}) {
+  if (withMode) showMode(live.experiment.teacher_mode);
   const fields = {
     status: live.experiment.status,
-    teacher_mode: live.experiment.teacher_mode,
     labels: live.experiment.label_budget ? `${live.counts.labels} / ${live.experiment.label_budget}` : String(live.counts.labels),
     pairs_pending: String(live.counts.pairs_pending),
     pairs_complete: String(live.counts.pairs_complete),
@@ -105,11 +123,41 @@ function render(live) {
   drawLineChart(document.getElementById("plot-accuracy"), points, { xLabel, yMin: 0, yMax: 1 });
 }
 
+async function switchMode(mode) {
+  modeButtons.forEach((button) => { button.disabled = true; });
+  modeMessage.classList.remove("error");
+  modeMessage.textContent = "Switching…";
+  try {
+    const response = await fetch(modeForm.action, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "X-CSRF-Token": csrfToken, Accept: "application/json" },
+      body: new URLSearchParams({ teacher_mode: mode }),
+    });
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(body.detail || `the server answered ${response.status}`);
+    modeSwitchedAt = performance.now();
+    showMode(body.teacher_mode);
+    modeMessage.textContent = `Switched to ${body.teacher_mode}.`;
+  } catch (error) {
+    modeMessage.classList.add("error");
+    modeMessage.textContent = `Could not switch the mode (${error.message}).`;
+  } finally {
+    modeButtons.forEach((button) => { button.disabled = false; });
+  }
+}
+
+modeForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  if (event.submitter && event.submitter.value) switchMode(event.submitter.value);
+});
+
 async function poll() {
+  const startedAt = performance.now();
   try {
     const response = await fetch(`/admin/experiments/${experimentId}/live`, { credentials: "same-origin" });
     if (response.ok) {
-      render(await response.json());
+      render(await response.json(), { withMode: startedAt > modeSwitchedAt });
       document.getElementById("updated").textContent = `Updated ${new Date().toLocaleTimeString()}.`;
     } else {
       document.getElementById("updated").textContent = `Update failed (${response.status}); retrying.`;

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 # Env steps per run when --timesteps is not given: enough for PPO on the learned reward to settle.
 DEFAULT_TIMESTEPS = {
-    "CartPole-v1": 60_000,
+    "CartPole-v1": 80_000,
     "Acrobot-v1": 150_000,
     "Pendulum-v1": 60_000,
     "MountainCarContinuous-v0": 150_000,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from typing import get_args
+
 import numpy as np
 import pytest
 from conftest import ADMIN_TOKEN, CARTPOLE, World, build_world, segment_json
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from app.pages import CSRF_COOKIE, CSRF_HEADER
+from app.pages import CSRF_COOKIE, CSRF_HEADER, TEACHER_MODE_CHOICES
+from app.schemas import TeacherMode
 from app.stats import Agreement, LabelRecord, perfect_teacher_choice, summarize
 
 
@@ -195,6 +199,63 @@ def test_admin_experiment_list_and_redirects(app: FastAPI, world: World) -> None
     assert listing.template.name == "experiments.html" and listing.context["admin"] is True  # type: ignore[attr-defined]
     assert [e.id for e in listing.context["experiments"]] == [world.experiment_id]  # type: ignore[attr-defined]
     assert browser.get("/static/label.js").status_code == 200
+
+
+def test_experiment_page_shows_the_teacher_mode_with_a_switch(app: FastAPI, world: World) -> None:
+    assert sorted(value for value, _text, _hint in TEACHER_MODE_CHOICES) == sorted(get_args(TeacherMode))
+    browser = admin_browser(app)
+    page = browser.get(f"/admin/experiments/{world.experiment_id}")
+    assert page.status_code == 200 and page.template.name == "experiment.html"  # type: ignore[attr-defined]
+    assert page.context["live"]["experiment"]["teacher_mode"] == "human"  # type: ignore[attr-defined]
+    assert page.context["teacher_modes"] == TEACHER_MODE_CHOICES  # type: ignore[attr-defined]
+    form = page.text.split('id="mode-form"')[1].split("</form>")[0]
+    assert f'action="/admin/experiments/{world.experiment_id}/mode"' in form
+    assert f'name="csrf_token" value="{browser.cookies[CSRF_COOKIE]}"' in form
+    for text in ("Human", "Oracle", "Mixed"):
+        assert f">{text}</button>" in form
+    assert re.findall(r'<button[^>]*value="(\w+)"[^>]*aria-pressed="true"', form) == ["human"]
+
+
+def test_admin_switches_the_teacher_mode_from_the_page(app: FastAPI, client: TestClient, world: World) -> None:
+    browser = admin_browser(app)
+    browser.get(f"/admin/experiments/{world.experiment_id}")
+    url = f"/admin/experiments/{world.experiment_id}/mode"
+    # The page's script: header token, JSON answer.
+    switched = browser.post(
+        url, data={"teacher_mode": "oracle"}, headers={**csrf_headers(browser), "Accept": "application/json"}
+    )
+    assert switched.status_code == 200 and switched.json() == {"teacher_mode": "oracle"}
+    assert client.get(f"/api/v1/experiments/{world.experiment_id}").json()["teacher_mode"] == "oracle"
+    live = browser.get(f"/admin/experiments/{world.experiment_id}/live").json()
+    assert live["experiment"]["teacher_mode"] == "oracle"  # what the page's polling shows
+    # A plain form post: hidden-field token, back to the page.
+    posted = browser.post(url, data={"teacher_mode": "mixed", "csrf_token": browser.cookies[CSRF_COOKIE]})
+    assert posted.status_code == 303 and posted.headers["location"] == f"/admin/experiments/{world.experiment_id}"
+    page = browser.get(posted.headers["location"])
+    assert page.context["live"]["experiment"]["teacher_mode"] == "mixed"  # type: ignore[attr-defined]
+    missing = browser.post("/admin/experiments/999/mode", data={"teacher_mode": "human"}, headers=csrf_headers(browser))
+    assert missing.status_code == 404
+
+
+def test_refused_teacher_mode_switches_change_nothing(app: FastAPI, client: TestClient, world: World) -> None:
+    browser = admin_browser(app)
+    browser.get(f"/admin/experiments/{world.experiment_id}")
+    url = f"/admin/experiments/{world.experiment_id}/mode"
+    bad = browser.post(url, data={"teacher_mode": "robot"}, headers=csrf_headers(browser))
+    assert bad.status_code == 422 and bad.json()["field"] == "teacher_mode"
+    assert bad.json()["detail"].startswith("teacher_mode: ")
+    assert browser.post(url, data={}, headers=csrf_headers(browser)).status_code == 422
+    no_csrf = browser.post(url, data={"teacher_mode": "oracle"})
+    assert no_csrf.status_code == 403 and no_csrf.json()["detail"] == "csrf: missing or wrong CSRF token"
+    wrong_csrf = browser.post(url, data={"teacher_mode": "oracle", "csrf_token": "guess"})
+    assert wrong_csrf.status_code == 403
+    rater = sign_in_rater(app, world.rater_tokens[0])
+    as_rater = rater.post(url, data={"teacher_mode": "oracle"}, headers=csrf_headers(rater))
+    assert as_rater.status_code == 401
+    anonymous = TestClient(app, follow_redirects=False)
+    anonymous.get("/admin")  # gets a CSRF cookie, but no session
+    assert anonymous.post(url, data={"teacher_mode": "oracle"}, headers=csrf_headers(anonymous)).status_code == 401
+    assert client.get(f"/api/v1/experiments/{world.experiment_id}").json()["teacher_mode"] == "human"
 
 
 @pytest.mark.parametrize(
