@@ -94,7 +94,6 @@ class RewardEnsemble:
         self.discrete_actions = discrete_actions
         self.config = config
         self.device = device
-        self.generator = torch.Generator().manual_seed(seed)
         self.rng = np.random.default_rng(seed)
         in_dim = obs_dim + (action_dim if config.use_actions else 0) + 1
         torch.manual_seed(seed)

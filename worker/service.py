@@ -45,7 +45,7 @@ from worker.pairs import select_pairs
 from worker.render import can_render_from_obs
 from worker.store import default_worker_id, process_clip_jobs, segment_from_row
 from worker.teachers import Teacher, make_teacher
-from worker.types import LabeledPair, Segment
+from worker.types import Choice, LabeledPair, Segment
 
 logger = logging.getLogger("rlhf.worker.service")
 
@@ -265,46 +265,51 @@ class ExperimentRunner:
         return False
 
     def _oracle_answers(self) -> int:
-        """The synthetic teacher leases and answers pending pairs while the mode lets it (checked per pair).
+        """The synthetic teacher answers pending pairs one at a time while the mode lets it.
+
+        The teacher judges all pending pairs in one call, in the order they were asked (as in the in-process
+        loop; B-Pref's thresholds scale with a batch), but each answer is leased and stored only after the mode
+        is read again: a switch to human mode takes effect at the next pair.
 
         Returns:
             How many labels it stored.
         """
         session = self.session
-        if self._mode()[0] == "human":
-            return 0
         # Pairs this oracle leased before a crash come first (a fresh lease_pair would skip them).
-        held = crud.leased_pair_ids(session, self.experiment_id, self.oracle_id)
-        leased: list[int] = []
-        for pair_id in held:
-            if not self._oracle_may_answer(crud.get_pair(session, pair_id).created_at):
-                break
-            leased.append(pair_id)
-        while True:
-            mode, _timeout = self._mode()
-            if mode == "human":  # the switch takes effect at the next pair
-                break
-            info = crud.lease_pair(session, self.experiment_id, self.oracle_id, self.options.oracle_lease_seconds)
-            if info is None:
-                break
-            if not self._oracle_may_answer(crud.get_pair(session, info.pair_id).created_at):
-                crud.release_lease(session, info.lease_id, self.oracle_id)
-                break
-            leased.append(info.pair_id)
-        if not leased:
-            return 0
-        pairs = [crud.get_pair(session, pair_id) for pair_id in leased]
-        segment_pairs = [(self._segment(p.left_segment_id), self._segment(p.right_segment_id)) for p in pairs]
-        choices = self.teacher.answer(segment_pairs)
+        held = iter(crud.leased_pair_ids(session, self.experiment_id, self.oracle_id))
+        choices: dict[int, Choice] = {}
         stored = 0
-        for pair_id, choice in zip(leased, choices, strict=True):
+        while True:
+            pair_id, lease_id = next(held, None), None
+            if pair_id is None:
+                if self._mode()[0] == "human":
+                    break
+                info = crud.lease_pair(session, self.experiment_id, self.oracle_id, self.options.oracle_lease_seconds)
+                if info is None:
+                    break
+                pair_id, lease_id = info.pair_id, info.lease_id
+            if not self._oracle_may_answer(crud.get_pair(session, pair_id).created_at):
+                if lease_id is not None:
+                    crud.release_lease(session, lease_id, self.oracle_id)
+                break
+            if pair_id not in choices:
+                choices.update(self._judge_pending_pairs())
+                if pair_id not in choices:  # completed meanwhile by a human
+                    continue
             try:
-                crud.submit_label(session, self.oracle_id, pair_id, choice, idempotency_key=f"oracle:{pair_id}")
+                key = f"oracle:{pair_id}"
+                crud.submit_label(session, self.oracle_id, pair_id, choices[pair_id], idempotency_key=key)
             except Conflict as error:  # a human answered first and the pair is complete: nothing to add
                 logger.info("oracle label for pair %s refused: %s", pair_id, error.detail)
                 continue
             stored += 1
         return stored
+
+    def _judge_pending_pairs(self) -> dict[int, Choice]:
+        """The teacher's choice for every pending pair, from one call in the order the pairs were asked."""
+        pairs = crud.pending_pairs(self.session, self.experiment_id)
+        segment_pairs = [(self._segment(p.left_segment_id), self._segment(p.right_segment_id)) for p in pairs]
+        return dict(zip([p.id for p in pairs], self.teacher.answer(segment_pairs), strict=True))
 
     def _segment(self, segment_id: int) -> Segment:
         segment = self.segments.get(segment_id)
