@@ -1149,6 +1149,12 @@ def queue_segment_clips(session: Session, experiment_id: int, segment_ids: Seque
     return [job.id for job in jobs]
 
 
+def count_clips_queued(session: Session, segment_ids: Sequence[int]) -> int:
+    """How many of these segments still wait for their clip (neither ready nor failed)."""
+    query = select(func.count()).where(Segment.id.in_(segment_ids), Segment.clip_status == "queued")
+    return session.scalar(query) or 0
+
+
 def pending_pairs(session: Session, experiment_id: int) -> list[Pair]:
     """Pairs still waiting for labels, oldest first."""
     return list(

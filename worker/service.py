@@ -223,10 +223,12 @@ class ExperimentRunner:
         )
         id_of = dict(zip(chosen, ids, strict=True))
         self.segments.update({id_of[i]: candidates[i] for i in chosen})
+        if self._wants_clips():
+            # A rater is shown a pair only once both its clips can play.
+            crud.queue_segment_clips(self.session, self.experiment_id, ids)
+            self._wait_for_clips(ids)
         pairs = [PairIn(left_segment_id=id_of[int(i)], right_segment_id=id_of[int(j)]) for i, j in indices]
         crud.add_pairs(self.session, self.experiment_id, pairs, source="worker")
-        if self._wants_clips():
-            crud.queue_segment_clips(self.session, self.experiment_id, ids)
         self._wait_for_labels()
         return self._all_labels()
 
@@ -240,6 +242,15 @@ class ExperimentRunner:
         experiment = crud.get_experiment(self.session, self.experiment_id)
         timeout = experiment.human_timeout_seconds or DEFAULT_HUMAN_TIMEOUT_SECONDS
         return experiment.teacher_mode, timeout
+
+    def _wait_for_clips(self, segment_ids: list[int]) -> None:
+        """Render these segments' clips (other workers may take some of the jobs) until none is left queued."""
+        while crud.count_clips_queued(self.session, segment_ids):
+            if self.stop.requested:
+                raise Stopping
+            self._heartbeat()
+            if not self._render_some_clips():
+                time.sleep(self.options.poll_seconds)
 
     def _wait_for_labels(self) -> None:
         """Until no pair of the experiment is pending: let the oracle answer where the mode allows, else poll."""

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 
 from app.client import RlhfClient
 from app.migrate import upgrade_database
-from app.models import Checkpoint, Job, Label, Pair, Rater
+from app.models import Checkpoint, Job, Label, Pair, Rater, Segment
 from app.settings import Settings
 from worker.config import RunConfig
 
@@ -239,3 +239,17 @@ def test_switching_to_human_mode_stops_synthetic_labels_at_the_next_pair(service
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=30) == 0
         assert service.count(Checkpoint) >= 1
+
+
+def test_pairs_for_human_raters_appear_only_once_both_clips_are_ready(service: Service):
+    if service.engine.dialect.name != "sqlite":
+        pytest.skip("clip ordering does not depend on the database; run once")
+    with service.api() as api:
+        create_run(api, "clips-first", labels=10, timesteps=6_000, mode="human")
+        service.start_worker("worker")
+        wait_for(lambda: service.count(Pair, status="pending") > 0, 90, "pairs for humans", service)
+    with service.engine.connect() as connection:
+        pairs = connection.execute(select(Pair.left_segment_id, Pair.right_segment_id)).all()
+        statuses = dict(connection.execute(select(Segment.id, Segment.clip_status)).all())
+    assert pairs
+    assert all(statuses[left] == "ready" and statuses[right] == "ready" for left, right in pairs)
