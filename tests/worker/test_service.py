@@ -194,11 +194,12 @@ def test_two_workers_on_postgres_share_experiments_and_never_run_a_job_twice(ser
     if service.engine.dialect.name != "postgresql":
         pytest.skip("the many-worker property is PostgreSQL's (SKIP LOCKED)")
     with service.api() as api:
-        # Clips are rendered for these oracle runs too, so both workers claim render jobs concurrently.
-        ids = [create_run(api, f"shared-{i}", labels=12, timesteps=6_000, render_clips=True) for i in range(2)]
+        # Clips are rendered for these oracle runs too, so both workers claim render jobs concurrently. Twenty
+        # short experiments keep the two workers busy for about a minute.
+        ids = [create_run(api, f"shared-{i}", labels=12, timesteps=6_000, render_clips=True) for i in range(20)]
         service.start_worker("a")
         service.start_worker("b")
-        wait_for(lambda: all(status(api, i) == "done" for i in ids), 150, "both experiments", service)
+        wait_for(lambda: all(status(api, i) == "done" for i in ids), 600, "every experiment", service)
         wait_for(lambda: service.count(Job, status="queued") + service.count(Job, status="running") == 0, 60,
                  "the render jobs", service)  # fmt: skip
         for experiment_id in ids:
