@@ -189,10 +189,9 @@ def test_kill_9_mid_training_then_another_worker_finishes_with_every_label_once(
     assert "resumed at" in (service.tmp / "second.log").read_text()
 
 
-@pytest.mark.postgres
+# The many-worker property is PostgreSQL's (SKIP LOCKED).
+@pytest.mark.parametrize("service", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
 def test_two_workers_on_postgres_share_experiments_and_never_run_a_job_twice(service: Service):
-    if service.engine.dialect.name != "postgresql":
-        pytest.skip("the many-worker property is PostgreSQL's (SKIP LOCKED)")
     with service.api() as api:
         # Clips are rendered for these oracle runs too, so both workers claim render jobs concurrently. Twenty
         # short experiments keep the two workers busy for about a minute.
@@ -212,9 +211,8 @@ def test_two_workers_on_postgres_share_experiments_and_never_run_a_job_twice(ser
     assert all("done: true return" in log for log in logs), logs
 
 
+@pytest.mark.parametrize("service", ["sqlite"], indirect=True)  # does not depend on the database: run once
 def test_switching_to_human_mode_stops_synthetic_labels_at_the_next_pair(service: Service):
-    if service.engine.dialect.name != "sqlite":
-        pytest.skip("mode switching does not depend on the database; run once")
     with service.api() as api:
         experiment_id = create_run(api, "switch", labels=100, timesteps=60_000)
         worker = service.start_worker("worker")
@@ -242,9 +240,8 @@ def test_switching_to_human_mode_stops_synthetic_labels_at_the_next_pair(service
         assert service.count(Checkpoint) >= 1
 
 
+@pytest.mark.parametrize("service", ["sqlite"], indirect=True)  # does not depend on the database: run once
 def test_pairs_for_human_raters_appear_only_once_both_clips_are_ready(service: Service):
-    if service.engine.dialect.name != "sqlite":
-        pytest.skip("clip ordering does not depend on the database; run once")
     with service.api() as api:
         create_run(api, "clips-first", labels=10, timesteps=6_000, mode="human")
         service.start_worker("worker")
