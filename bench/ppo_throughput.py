@@ -30,6 +30,7 @@ from dataclasses import dataclass, field  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from rl_zoo import CARTPOLE_N_ENVS, CARTPOLE_PPO, sb3_cartpole_kwargs  # noqa: E402
 
 from worker.envs import make_vec_env  # noqa: E402
 from worker.ppo import PPO, PPOConfig, default_ppo_config  # noqa: E402
@@ -37,19 +38,19 @@ from worker.ppo import PPO, PPOConfig, default_ppo_config  # noqa: E402
 ENV_ID = "CartPole-v1"
 EVAL_SEED = 10_000
 
-# rl-zoo3 hyperparams/ppo.yml, CartPole-v1, in our config's terms (8 x 32 = 256 steps, 1 minibatch of 256).
+# rl-zoo3's CartPole-v1 settings in our config's terms (8 x 32 = 256 steps, 1 minibatch of 256).
 ZOO_CONFIG = PPOConfig(
-    num_envs=8,
-    num_steps=32,
-    gamma=0.98,
-    gae_lambda=0.8,
-    update_epochs=20,
-    num_minibatches=1,
-    learning_rate=1e-3,
+    num_envs=CARTPOLE_N_ENVS,
+    num_steps=int(CARTPOLE_PPO["n_steps"]),
+    gamma=CARTPOLE_PPO["gamma"],
+    gae_lambda=CARTPOLE_PPO["gae_lambda"],
+    update_epochs=int(CARTPOLE_PPO["n_epochs"]),
+    num_minibatches=int(CARTPOLE_N_ENVS * CARTPOLE_PPO["n_steps"] // CARTPOLE_PPO["batch_size"]),
+    learning_rate=CARTPOLE_PPO["learning_rate"],
     anneal_lr=True,
-    clip_coef=0.2,
+    clip_coef=CARTPOLE_PPO["clip_range"],
     anneal_clip=True,
-    ent_coef=0.0,
+    ent_coef=CARTPOLE_PPO["ent_coef"],
     vf_coef=0.5,
     max_grad_norm=0.5,
 )
@@ -150,18 +151,11 @@ def run_sb3(steps: int, seed: int, eval_every: int, episodes: int) -> RunResult:
         def _on_step(self) -> bool:
             return True
 
-    env = sb3_make_vec_env(ENV_ID, n_envs=8, seed=seed)
+    env = sb3_make_vec_env(ENV_ID, n_envs=CARTPOLE_N_ENVS, seed=seed)
     model = SB3PPO(
         "MlpPolicy",
         env,
-        n_steps=32,
-        batch_size=256,
-        gae_lambda=0.8,
-        gamma=0.98,
-        n_epochs=20,
-        ent_coef=0.0,
-        learning_rate=linear(1e-3),
-        clip_range=linear(0.2),
+        **sb3_cartpole_kwargs(linear),
         seed=seed,
         device="cpu",
         verbose=0,

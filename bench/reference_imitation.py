@@ -28,6 +28,7 @@ from imitation.rewards.reward_nets import BasicRewardNet
 from imitation.util import logger as imit_logger
 from imitation.util.networks import RunningNorm
 from imitation.util.util import make_vec_env, oric
+from rl_zoo import sb3_cartpole_kwargs
 from stable_baselines3 import PPO
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
@@ -82,14 +83,7 @@ def make_agent(env_id: str, venv, seed: int, agent_steps: int) -> PPO:
             "MlpPolicy",
             venv,
             seed=seed,
-            n_steps=32,
-            batch_size=256,
-            gae_lambda=0.8,
-            gamma=0.98,
-            n_epochs=20,
-            ent_coef=0.0,
-            learning_rate=linear(1e-3),
-            clip_range=linear(0.2),
+            **sb3_cartpole_kwargs(linear),
         )
     )
     return agent[0]
