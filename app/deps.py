@@ -93,12 +93,8 @@ async def get_principal(request: Request, session: SessionDep, credentials: Cred
             "authorization: bearer token required",
             {"WWW-Authenticate": "Bearer"},
         )
-    token_hash = crud.hash_token(token)
-    if hmac.compare_digest(token_hash, request.app.state.admin_token_hash):
-        return Principal(is_admin=True)
-    cache: TtlCache = request.app.state.auth_cache
-    rater_id = cache.get(token_hash)
-    if rater_id is None:
+    principal = known_principal(request, token)
+    if principal is None:
         rater_id = await run_in_threadpool(_lookup_rater, session, token)
         if rater_id is None:
             raise HTTPException(
@@ -106,7 +102,23 @@ async def get_principal(request: Request, session: SessionDep, credentials: Cred
                 "authorization: unknown or revoked token",
                 {"WWW-Authenticate": "Bearer"},
             )
-        cache.put(token_hash, rater_id)
+        principal = remember_rater(request, token, rater_id)
+    return principal
+
+
+def known_principal(request: Request, token: str) -> Principal | None:
+    """The admin, or a rater whose token is in the short-lived cache; None when the database must be asked."""
+    token_hash = crud.hash_token(token)
+    if hmac.compare_digest(token_hash, request.app.state.admin_token_hash):
+        return Principal(is_admin=True)
+    cache: TtlCache = request.app.state.auth_cache
+    rater_id = cache.get(token_hash)
+    return None if rater_id is None else Principal(is_admin=False, rater_id=int(rater_id))  # type: ignore[call-overload]
+
+
+def remember_rater(request: Request, token: str, rater_id: int) -> Principal:
+    """Cache a rater's token after a database lookup, and return the rater as a principal."""
+    request.app.state.auth_cache.put(crud.hash_token(token), rater_id)
     return Principal(is_admin=False, rater_id=int(rater_id))  # type: ignore[call-overload]
 
 

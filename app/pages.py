@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from app import crud, schemas, stats
 from app.api.convert import label_out, lease_out
-from app.deps import TOKEN_COOKIE, Principal, SessionDep, TtlCache
+from app.deps import TOKEN_COOKIE, Principal, SessionDep, TtlCache, known_principal, remember_rater
 from app.errors import NotFound
 from app.models import Rater
 
@@ -66,17 +66,13 @@ def cookie_principal(request: Request, session: Session) -> Principal | None:
     token = request.cookies.get(TOKEN_COOKIE, "")
     if not token:
         return None
-    token_hash = crud.hash_token(token)
-    if hmac.compare_digest(token_hash, request.app.state.admin_token_hash):
-        return Principal(is_admin=True)
-    cache: TtlCache = request.app.state.auth_cache
-    rater_id = cache.get(token_hash)
-    if rater_id is None:
+    principal = known_principal(request, token)
+    if principal is None:
         rater_id = crud.rater_id_for_token(session, token)
         if rater_id is None:
             return None
-        cache.put(token_hash, rater_id)
-    return Principal(is_admin=False, rater_id=int(rater_id))  # type: ignore[call-overload]
+        principal = remember_rater(request, token, rater_id)
+    return principal
 
 
 def page_csrf_token(request: Request) -> str:
