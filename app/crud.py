@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Integer, Select, and_, bindparam, case, delete, exists, func, insert, select, update
+from sqlalchemy import Integer, String, and_, bindparam, case, delete, exists, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from app.db import is_sqlite, write_transaction
 from app.errors import Conflict, Invalid, NotFound
@@ -450,25 +452,42 @@ class LeaseInfo:
 
 
 # The lease and label hot paths use Core statements built once (SQLAlchemy then reuses their compiled form):
-# building ORM statements per request cost more than running them.
+# building ORM statements per request cost more than running them. Each is a handful of statements, since on
+# PostgreSQL every statement is a round trip.
+
+
+def _upsert(postgres: bool) -> Any:
+    return postgresql_insert if postgres else sqlite_insert
 
 
 @functools.cache
-def _lease_candidate_query(postgres: bool, excluding: bool) -> Select[int, int, int, int, int]:
+def _lease_statements(postgres: bool, excluding: bool) -> dict[str, Any]:
     now = bindparam("now", type_=Lease.expires_at.type)
     rater_id = bindparam("rater_id", type_=Integer())
-    live_leases = (
-        select(func.count())
-        .select_from(Lease)
-        .where(Lease.pair_id == Pair.id, Lease.expires_at > now)
-        .scalar_subquery()
-    )
-    query = (
-        select(Pair.id, Pair.labels_wanted, Pair.labels_count, Pair.left_segment_id, Pair.right_segment_id)
+    pair_id = bindparam("pair_id", type_=Integer())
+
+    def live_leases(of_pair: Any) -> Any:
+        return (
+            select(func.count()).select_from(Lease).where(Lease.pair_id == of_pair, Lease.expires_at > now)
+        ).scalar_subquery()
+
+    left, right = aliased(Segment), aliased(Segment)
+    candidate = (
+        select(
+            Pair.id,
+            Pair.labels_wanted,
+            Pair.labels_count,
+            Pair.left_segment_id,
+            Pair.right_segment_id,
+            left.clip_status.label("left_clip_status"),
+            right.clip_status.label("right_clip_status"),
+        )
+        .join(left, left.id == Pair.left_segment_id)
+        .join(right, right.id == Pair.right_segment_id)
         .where(
             Pair.experiment_id == bindparam("experiment_id", type_=Integer()),
             Pair.status == "pending",
-            Pair.labels_count + live_leases < Pair.labels_wanted,
+            Pair.labels_count + live_leases(Pair.id) < Pair.labels_wanted,
             ~exists().where(Label.pair_id == Pair.id, Label.rater_id == rater_id),
             ~exists().where(Lease.pair_id == Pair.id, Lease.rater_id == rater_id, Lease.expires_at > now),
         )
@@ -478,27 +497,28 @@ def _lease_candidate_query(postgres: bool, excluding: bool) -> Select[int, int, 
         .limit(1)
     )
     if excluding:
-        query = query.where(Pair.id.not_in(bindparam("rejected", expanding=True)))
+        candidate = candidate.where(Pair.id.not_in(bindparam("rejected", expanding=True)))
     if postgres:
-        query = query.with_for_update(skip_locked=True, of=Pair)
-    return query
-
-
-@functools.cache
-def _lease_statements() -> dict[str, Any]:
-    now = bindparam("now", type_=Lease.expires_at.type)
-    return {
-        "live_count": select(func.count())
-        .select_from(Lease)
-        .where(Lease.pair_id == bindparam("pair_id"), Lease.expires_at > now),
-        "drop_own": delete(Lease).where(
-            Lease.pair_id == bindparam("pair_id"), Lease.rater_id == bindparam("rater_id")
-        ),
-        "insert": insert(Lease).returning(Lease.id),
-        "clip_status": select(Segment.id, Segment.clip_status).where(
-            Segment.id.in_(bindparam("segment_ids", expanding=True))
-        ),
-    }
+        candidate = candidate.with_for_update(skip_locked=True, of=Pair)
+    # Inserts the lease only if the pair still has room. On PostgreSQL this re-counts under the pair's row
+    # lock in a fresh statement, so it sees leases committed by earlier lock holders after the candidate
+    # query's snapshot; on SQLite the transaction runs alone and the condition always holds. A rater's own
+    # expired lease on the pair is renewed in place (unique pair_id, rater_id).
+    values = select(
+        pair_id,
+        rater_id,
+        bindparam("experiment_id", type_=Integer()),
+        now,
+        bindparam("expires_at", type_=Lease.expires_at.type),
+    ).where(bindparam("labels_count", type_=Integer()) + live_leases(pair_id) < bindparam("labels_wanted"))
+    insert_lease = _upsert(postgres)(Lease).from_select(
+        ["pair_id", "rater_id", "experiment_id", "created_at", "expires_at"], values
+    )
+    insert_lease = insert_lease.on_conflict_do_update(
+        index_elements=["pair_id", "rater_id"],
+        set_={"created_at": insert_lease.excluded.created_at, "expires_at": insert_lease.excluded.expires_at},
+    ).returning(Lease.id)
+    return {"candidate": candidate, "insert": insert_lease}
 
 
 def lease_pair(session: Session, experiment_id: int, rater_id: int, lease_seconds: float) -> LeaseInfo | None:
@@ -506,79 +526,68 @@ def lease_pair(session: Session, experiment_id: int, rater_id: int, lease_second
 
     Offers the highest-priority pair, newest first among equals. A pair is offered while its labels plus live
     leases fall short of `labels_wanted`, and never to a rater who labeled it or holds it. On PostgreSQL
-    candidates are locked with FOR UPDATE SKIP LOCKED and re-counted under the lock (a fresh statement sees
-    leases committed by earlier lock holders); on SQLite the whole transaction is BEGIN IMMEDIATE, so it
-    runs alone.
+    candidates are locked with FOR UPDATE SKIP LOCKED and re-counted under the lock; on SQLite the whole
+    transaction is BEGIN IMMEDIATE, so it runs alone.
     """
     postgres = not is_sqlite(session)
-    statements = _lease_statements()
     with write_transaction(session):
         connection = session.connection()  # Core execution: skips the ORM's per-statement bookkeeping
         now = utcnow()
+        expires_at = now + timedelta(seconds=lease_seconds)
         rejected: list[int] = []
         for _attempt in range(20):
+            statements = _lease_statements(postgres, bool(rejected))
             params: dict[str, Any] = {"experiment_id": experiment_id, "rater_id": rater_id, "now": now}
             if rejected:
                 params["rejected"] = rejected
-            candidate = connection.execute(_lease_candidate_query(postgres, bool(rejected)), params).first()
+            candidate = connection.execute(statements["candidate"], params).first()
             if candidate is None:
                 return None
-            if postgres:
-                live = connection.scalar(statements["live_count"], {"pair_id": candidate.id, "now": now}) or 0
-                if candidate.labels_count + live >= candidate.labels_wanted:
-                    rejected.append(candidate.id)
-                    continue
-            # The rater's own expired lease on this pair would clash with unique(pair_id, rater_id).
-            connection.execute(statements["drop_own"], {"pair_id": candidate.id, "rater_id": rater_id})
-            expires_at = now + timedelta(seconds=lease_seconds)
             lease_id = connection.execute(
                 statements["insert"],
                 {
+                    **params,
                     "pair_id": candidate.id,
-                    "rater_id": rater_id,
-                    "experiment_id": experiment_id,
-                    "created_at": now,
                     "expires_at": expires_at,
+                    "labels_count": candidate.labels_count,
+                    "labels_wanted": candidate.labels_wanted,
                 },
-            ).scalar_one()
-            return _lease_info(
-                session,
-                lease_id,
-                candidate.id,
-                experiment_id,
-                rater_id,
-                expires_at,
-                candidate.left_segment_id,
-                candidate.right_segment_id,
+            ).scalar()
+            if lease_id is None:  # filled up between the candidate query and the lock
+                rejected.append(candidate.id)
+                continue
+            return LeaseInfo(
+                lease_id=lease_id,
+                pair_id=candidate.id,
+                experiment_id=experiment_id,
+                rater_id=rater_id,
+                expires_at=as_utc(expires_at),
+                left_segment_id=candidate.left_segment_id,
+                right_segment_id=candidate.right_segment_id,
+                left_clip_status=candidate.left_clip_status,
+                right_clip_status=candidate.right_clip_status,
             )
         return None
 
 
-def _lease_info(
-    session: Session,
-    lease_id: int,
-    pair_id: int,
-    experiment_id: int,
-    rater_id: int,
-    expires_at: datetime,
-    left_segment_id: int,
-    right_segment_id: int,
-) -> LeaseInfo:
+def _lease_info(session: Session, lease: Lease, pair: Pair) -> LeaseInfo:
     statuses = dict(
-        session.connection()
-        .execute(_lease_statements()["clip_status"], {"segment_ids": [left_segment_id, right_segment_id]})
-        .all()
+        session.execute(
+            select(Segment.id, Segment.clip_status).where(
+                Segment.id.in_([pair.left_segment_id, pair.right_segment_id])
+            )
+        ).all()
     )
     return LeaseInfo(
-        lease_id=lease_id,
-        pair_id=pair_id,
-        experiment_id=experiment_id,
-        rater_id=rater_id,
-        expires_at=as_utc(expires_at),
-        left_segment_id=left_segment_id,
-        right_segment_id=right_segment_id,
-        left_clip_status=statuses[left_segment_id],
-        right_clip_status=statuses[right_segment_id],
+        lease_id=lease.id,
+        pair_id=pair.id,
+        experiment_id=lease.experiment_id,
+        rater_id=lease.rater_id,
+        expires_at=as_utc(lease.expires_at),
+        left_segment_id=pair.left_segment_id,
+        right_segment_id=pair.right_segment_id,
+        left_clip_status=statuses[pair.left_segment_id],
+        right_clip_status=statuses[pair.right_segment_id],
     )
 
 
@@ -608,18 +617,33 @@ def _lock_pair(session: Session, pair_id: int) -> Pair:
 @functools.cache
 def _label_statements(postgres: bool) -> dict[str, Any]:
     pair_id, rater_id = bindparam("pair_id", type_=Integer()), bindparam("rater_id", type_=Integer())
-    lock_pair = select(Pair.id, Pair.experiment_id, Pair.status, Pair.labels_count, Pair.labels_wanted).where(
-        Pair.id == pair_id
+    key = bindparam("key", type_=String())
+    # Everything submit_label checks, in one statement: the pair (locked on PostgreSQL, so labels and leases
+    # of one pair take turns), the rater's lease on it, whether the rater labeled it, and the label already
+    # stored under the idempotency key.
+    state = (
+        select(
+            Pair.experiment_id,
+            Pair.status,
+            Pair.labels_count,
+            Pair.labels_wanted,
+            Lease.id.label("lease_id"),
+            Lease.expires_at.label("lease_expires_at"),
+            select(Label.id)
+            .where(Label.pair_id == pair_id, Label.rater_id == rater_id)
+            .scalar_subquery()
+            .label("labeled_id"),
+            select(Label.id)
+            .where(Label.rater_id == rater_id, Label.idempotency_key == key)
+            .scalar_subquery()
+            .label("key_label_id"),
+        )
+        .outerjoin(Lease, and_(Lease.pair_id == Pair.id, Lease.rater_id == rater_id))
+        .where(Pair.id == pair_id)
     )
     return {
-        "lock_pair": lock_pair.with_for_update() if postgres else lock_pair,
-        "by_key": select(*Label.__table__.columns).where(
-            Label.rater_id == rater_id, Label.idempotency_key == bindparam("key")
-        ),
-        "labeled": select(Label.id).where(Label.pair_id == pair_id, Label.rater_id == rater_id),
-        "lease": select(Lease.id, Lease.expires_at).where(
-            Lease.pair_id == pair_id, Lease.rater_id == rater_id
-        ),
+        "state": state.with_for_update(of=Pair) if postgres else state,
+        "label": select(*Label.__table__.columns).where(Label.id == bindparam("label_id")),
         "others_live": select(func.count())
         .select_from(Lease)
         .where(Lease.pair_id == pair_id, Lease.rater_id != rater_id, Lease.expires_at > bindparam("now")),
@@ -655,31 +679,26 @@ def submit_label(
     keys = {"pair_id": pair_id, "rater_id": rater_id}
     with write_transaction(session):
         connection = session.connection()  # Core execution: skips the ORM's per-statement bookkeeping
-        # Locks the pair on PostgreSQL: labels and leases of one pair take turns.
-        pair = connection.execute(statements["lock_pair"], keys).first()
-        if pair is None:
+        state = connection.execute(statements["state"], {**keys, "key": idempotency_key}).first()
+        if state is None:
             raise NotFound("pair_id", f"no pair {pair_id}")
-        if idempotency_key is not None:
-            earlier = connection.execute(
-                statements["by_key"], {"rater_id": rater_id, "key": idempotency_key}
-            ).first()
-            if earlier is not None:
-                if earlier.pair_id != pair_id or earlier.choice != choice:
-                    raise Conflict("idempotency_key", "already used for a different label")
-                return Label(**earlier._mapping), False
-        if connection.scalar(statements["labeled"], keys) is not None:
+        if state.key_label_id is not None:
+            earlier = connection.execute(statements["label"], {"label_id": state.key_label_id}).one()
+            if earlier.pair_id != pair_id or earlier.choice != choice:
+                raise Conflict("idempotency_key", "already used for a different label")
+            return Label(**earlier._mapping), False
+        if state.labeled_id is not None:
             raise Conflict("pair_id", "this rater already labeled the pair")
-        lease = connection.execute(statements["lease"], keys).first()
-        if lease is None:
+        if state.lease_id is None:
             raise Conflict("pair_id", "the rater does not hold a lease on this pair")
         now = utcnow()
-        if as_utc(lease.expires_at) <= now:
+        if as_utc(state.lease_expires_at) <= now:
             # Late but harmless if nobody else took the place meanwhile.
             others = connection.scalar(statements["others_live"], {**keys, "now": now}) or 0
-            if pair.status != "pending" or pair.labels_count + others >= pair.labels_wanted:
+            if state.status != "pending" or state.labels_count + others >= state.labels_wanted:
                 raise Conflict("pair_id", "the lease expired and the pair went to another rater")
         values = {
-            "experiment_id": pair.experiment_id,
+            "experiment_id": state.experiment_id,
             "pair_id": pair_id,
             "rater_id": rater_id,
             "choice": choice,
@@ -688,7 +707,7 @@ def submit_label(
             "created_at": now,
         }
         label_id = connection.execute(statements["insert"], values).scalar_one()
-        connection.execute(statements["drop_lease"], {"lease_id": lease.id})
+        connection.execute(statements["drop_lease"], {"lease_id": state.lease_id})
         connection.execute(statements["count"], keys)
     return Label(id=label_id, **values), True
 
@@ -726,10 +745,7 @@ def undo_last_label(
         )
         session.add(lease)
         session.flush()
-        info = _lease_info(
-            session, lease.id, pair.id, experiment_id, rater_id, lease.expires_at, pair.left_segment_id,
-            pair.right_segment_id,
-        )  # fmt: skip
+        info = _lease_info(session, lease, pair)
     return label, info
 
 

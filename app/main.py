@@ -172,7 +172,8 @@ def create_app(settings: Settings) -> FastAPI:
     add_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.include_router(health.router)
-    for module in (experiments, segments, pairs, labels, raters):
+    # Routes match in the order included: the raters' lease and label routes go first (fewer misses per call).
+    for module in (pairs, labels, experiments, segments, raters):
         app.include_router(module.router, prefix=API_PREFIX)
     pages.install(app)  # HTML pages, their JSON endpoints and /static
     return app

@@ -1,16 +1,22 @@
 """Load test: simulated raters run lease → label loops against a real uvicorn, on SQLite and PostgreSQL.
 
     .venv/bin/python bench/api_load.py --db both --raters 100 --duration 30
+    .venv/bin/python bench/api_load.py --db both --raters 100 --duration 30 --offered 200
 
-Prints p50/p99 latency of lease and label and labels per second, then counts in the database: lost labels
-(acknowledged but not stored), duplicates (a pair or idempotency key stored twice) and pairs leased to two
-raters at once.
+Prints p50/p99 latency of lease and label, labels per second and the CPU time per request of the server and
+of the load generator, then counts in the database: lost labels (acknowledged but not stored), duplicates (a
+pair or idempotency key stored twice) and pairs leased to two raters at once.
 
-`--client httpx` (the default) drives the server with httpx.AsyncClient. On this machine httpx's async
-client is itself the bottleneck with many connections (a bare 404 drops from ~200 req/s with one client
-to ~45 req/s with 100 concurrent ones, while the same server answers ~1300 req/s to a raw asyncio client),
-so `--client raw` uses a minimal keep-alive HTTP/1.1 client on asyncio streams, one connection per rater,
-to measure the server rather than the load generator.
+By default every rater runs its loop as fast as it can: that measures throughput, and by Little's law each
+request then waits about raters / (requests per second), so p99 reflects the queue, not the service.
+`--offered N` paces the raters to N labels/s together (one cycle per rater every raters / N seconds), which
+measures latency at a given load.
+
+`--client httpx` (the default) gives each rater its own httpx.AsyncClient, as each rater is their own
+browser, on uvloop. Two things that made httpx itself the bottleneck are avoided: one AsyncClient shared by
+100 connections (its pool bookkeeping), and httpcore without `sniffio` installed (a failing import on every
+request). `--client raw` uses a minimal keep-alive HTTP/1.1 client on asyncio streams, one connection per
+rater, to see how much of the cost is the load generator's.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import asyncio
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -32,6 +39,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import uvloop
 from sqlalchemy import create_engine, text
 
 ADMIN_TOKEN = "bench-admin-token"
@@ -123,6 +131,32 @@ def start_server(database_url: str, data_dir: Path, port: int, workers: int = 1)
     raise RuntimeError("server did not start")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its children so far (Linux /proc), including uvicorn workers."""
+    total = 0.0
+    for process in [pid, *_children(pid)]:
+        fields = Path(f"/proc/{process}/stat").read_text().rpartition(")")[2].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def analyze(database_url: str) -> None:
+    """Fresh planner statistics after seeding, as a long-running database has (autovacuum, or SQLite's
+    `PRAGMA optimize`); without them PostgreSQL plans the lease query for empty tables."""
+    engine = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text("ANALYZE"))
+    engine.dispose()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found += [int(child), *_children(int(child))]
+    return found
+
+
 def seed(base_url: str, raters: int, pairs: int) -> tuple[int, list[str]]:
     """One CartPole experiment, 200 segments, `pairs` random pairs, `raters` invited raters."""
     rng = np.random.default_rng(0)
@@ -157,15 +191,19 @@ async def rater_loop(
     rater: int,
     stop_at: float,
     observed: Observed,
-    think_seconds: float = 0.0,
+    cycle_seconds: float = 0.0,
 ) -> None:
+    """Lease → label until `stop_at`; with `cycle_seconds`, start one cycle per period (a paced rater)."""
     headers = {"Authorization": f"Bearer {token}"}
-    pace = np.random.default_rng(rater)
-    if think_seconds:
-        await asyncio.sleep(pace.uniform(0, think_seconds))  # raters do not all start at once
+    if cycle_seconds:
+        # Raters do not all start at once.
+        await asyncio.sleep(np.random.default_rng(rater).uniform(0, cycle_seconds))
+    next_cycle = time.perf_counter()
     choices = ("left", "right", "equal", "skip")
     sequence = 0
     while time.perf_counter() < stop_at:
+        if cycle_seconds:
+            next_cycle += cycle_seconds
         started = time.perf_counter()
         response = await client.post(f"/api/v1/experiments/{experiment_id}/leases", headers=headers)
         observed.lease_ms.append((time.perf_counter() - started) * 1000)
@@ -191,12 +229,12 @@ async def rater_loop(
             observed.acknowledged[response.json()["id"]] = (pair_id, rater)
         else:
             observed.errors[f"label {response.status_code}"] += 1
-        if think_seconds:
-            await asyncio.sleep(think_seconds * pace.uniform(0.5, 1.5))  # a person watching the next pair
+        if cycle_seconds:
+            await asyncio.sleep(max(0.0, next_cycle - time.perf_counter()))
 
 
 async def run_load(
-    base_url: str, experiment_id: int, tokens: list[str], duration: float, client_kind: str, think: float
+    base_url: str, experiment_id: int, tokens: list[str], duration: float, client_kind: str, cycle: float
 ) -> tuple[Observed, float]:
     observed = Observed()
     if client_kind == "raw":
@@ -205,7 +243,7 @@ async def run_load(
         started = time.perf_counter()
         await asyncio.gather(
             *(
-                rater_loop(client, experiment_id, token, i, started + duration, observed, think)
+                rater_loop(client, experiment_id, token, i, started + duration, observed, cycle)
                 for i, (client, token) in enumerate(zip(clients, tokens, strict=True))
             )
         )
@@ -213,16 +251,20 @@ async def run_load(
         for client in clients:
             await client.aclose()
         return observed, elapsed
-    limits = httpx.Limits(max_connections=len(tokens) + 10, max_keepalive_connections=len(tokens) + 10)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as shared:
-        started = time.perf_counter()
-        await asyncio.gather(
-            *(
-                rater_loop(shared, experiment_id, token, i, started + duration, observed, think)
-                for i, token in enumerate(tokens)
-            )
+    # One client per rater, as each rater is their own browser; a single shared pool of 100 connections makes
+    # httpcore's pool bookkeeping the bottleneck.
+    tls = ssl.create_default_context()  # unused over http://, but each client would otherwise load its own CAs
+    clients = [httpx.AsyncClient(base_url=base_url, timeout=60, verify=tls) for _ in tokens]
+    started = time.perf_counter()
+    await asyncio.gather(
+        *(
+            rater_loop(client, experiment_id, token, i, started + duration, observed, cycle)
+            for i, (client, token) in enumerate(zip(clients, tokens, strict=True))
         )
-        elapsed = time.perf_counter() - started
+    )
+    elapsed = time.perf_counter() - started
+    for client in clients:
+        await client.aclose()
     return observed, elapsed
 
 
@@ -262,7 +304,8 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def bench(kind: str, raters: int, duration: float, pairs: int, workers: int, client_kind: str, think: float) -> None:
+def bench(kind: str, raters: int, duration: float, pairs: int, workers: int, client_kind: str, offered: float) -> None:
+    cycle = raters / offered if offered else 0.0
     with tempfile.TemporaryDirectory() as folder:
         data_dir = Path(folder)
         admin_engine = None
@@ -283,7 +326,10 @@ def bench(kind: str, raters: int, duration: float, pairs: int, workers: int, cli
         try:
             base_url = f"http://127.0.0.1:{port}"
             experiment_id, tokens = seed(base_url, raters, pairs)
-            observed, elapsed = asyncio.run(run_load(base_url, experiment_id, tokens, duration, client_kind, think))
+            analyze(database_url)
+            server_cpu, client_cpu = cpu_seconds(server.pid), time.process_time()
+            observed, elapsed = uvloop.run(run_load(base_url, experiment_id, tokens, duration, client_kind, cycle))
+            server_cpu, client_cpu = cpu_seconds(server.pid) - server_cpu, time.process_time() - client_cpu
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -293,7 +339,7 @@ def bench(kind: str, raters: int, duration: float, pairs: int, workers: int, cli
                 connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             admin_engine.dispose()
     lease, label = observed.lease_ms, observed.label_ms
-    pace = f", {think * 1000:.0f} ms think time" if think else ""
+    pace = f", offered {offered:.0f} labels/s" if offered else ", as fast as they can"
     print(
         f"\n== {kind}: {raters} raters ({client_kind} client{pace}), {workers} server process(es), {elapsed:.1f} s =="
     )
@@ -301,6 +347,10 @@ def bench(kind: str, raters: int, duration: float, pairs: int, workers: int, cli
         p50, p99 = percentile(times, 50), percentile(times, 99)
         print(f"{what}  p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  ({len(times)} requests)")
     print(f"labels/s {len(observed.acknowledged) / elapsed:8.1f}")
+    requests = max(len(lease) + len(label), 1)
+    print(
+        f"CPU per request: server {server_cpu / requests * 1000:.2f} ms, client {client_cpu / requests * 1000:.2f} ms"
+    )
     print(f"errors   {dict(observed.errors) or 'none'}")
     for what, value in counts.items():
         print(f"{what:36s} {value}")
@@ -313,11 +363,13 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load per database")
     parser.add_argument("--pairs", type=int, default=40_000, help="pairs queued before the run")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
-    parser.add_argument("--think-ms", type=float, default=0.0, help="pause after each label (a human's pace)")
+    parser.add_argument(
+        "--offered", type=float, default=0.0, help="labels/s all raters together aim for (0: each as fast as it can)"
+    )
     parser.add_argument("--client", choices=["httpx", "raw"], default="httpx", help="load generator (see above)")
     args = parser.parse_args()
     for kind in ("sqlite", "postgres") if args.db == "both" else (args.db,):
-        bench(kind, args.raters, args.duration, args.pairs, args.workers, args.client, args.think_ms / 1000)
+        bench(kind, args.raters, args.duration, args.pairs, args.workers, args.client, args.offered)
 
 
 if __name__ == "__main__":

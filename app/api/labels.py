@@ -23,13 +23,14 @@ from app.errors import Invalid
 router = APIRouter(tags=["labels"])
 
 
+# `async def` on purpose: see lease_pair in app/api/pairs.py.
 @router.post(
     "/labels",
     status_code=status.HTTP_201_CREATED,
     response_model=schemas.LabelOut,
     responses={409: {"description": "No lease on the pair, already labeled, or idempotency key reused."}},
 )
-def submit_label(body: schemas.LabelCreate, session: SessionDep, rater: RaterDep) -> schemas.LabelOut:
+async def submit_label(body: schemas.LabelCreate, session: SessionDep, rater: RaterDep) -> schemas.LabelOut:
     """Store the calling rater's choice for a leased pair; the same idempotency key answers the same label."""
     assert rater.rater_id is not None
     label, _created = crud.submit_label(

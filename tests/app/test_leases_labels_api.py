@@ -253,3 +253,48 @@ def test_concurrent_leases_and_labels(client: TestClient, rng: np.random.Generat
         per_pair = session.execute(select(Label.pair_id, func.count()).group_by(Label.pair_id)).all()
         assert all(count == 1 for _, count in per_pair) and len(per_pair) == 40
         assert session.scalar(select(func.count()).where(Pair.status != "complete")) == 0
+
+
+def test_own_expired_lease_is_renewed(
+    client: TestClient, rng: np.random.Generator, session_factory: sessionmaker[Session]
+) -> None:
+    world = build_world(client, rng, pairs=1, raters=1)
+    first = _lease(client, world, 0)
+    assert first is not None
+    with session_factory() as session:
+        session.execute(update(Lease).values(expires_at=crud.utcnow() - timedelta(seconds=1)))
+        session.commit()
+    again = _lease(client, world, 0)
+    assert again is not None and again["pair_id"] == first["pair_id"]
+    with session_factory() as session:
+        leases = session.scalars(select(Lease)).all()
+        assert len(leases) == 1 and crud.as_utc(leases[0].expires_at) > crud.utcnow()
+    assert _label(client, world, first["pair_id"], "left").status_code == 201
+
+
+def test_concurrent_raters_in_the_data_layer(
+    client: TestClient, rng: np.random.Generator, session_factory: sessionmaker[Session]
+) -> None:
+    """Raters in threads, each with its own session and connection, run lease → label on pairs that want two
+    labels: the row locks (PostgreSQL) or the write lock (SQLite) let no pair get a third."""
+    world = build_world(client, rng, pairs=80, raters=8, labels_per_pair=2)
+    errors: list[BaseException] = []
+
+    def rate(rater_id: int) -> None:
+        try:
+            with session_factory() as session:
+                while (lease := crud.lease_pair(session, world.experiment_id, rater_id, 60)) is not None:
+                    crud.submit_label(session, rater_id, lease.pair_id, "right")
+        except BaseException as error:  # reported below; a thread's exception would otherwise vanish
+            errors.append(error)
+
+    threads = [threading.Thread(target=rate, args=(rater_id,)) for rater_id in world.rater_ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with session_factory() as session:
+        per_pair = dict(session.execute(select(Label.pair_id, func.count()).group_by(Label.pair_id)).all())
+        assert per_pair == {pair_id: 2 for pair_id in world.pair_ids}
+        assert session.scalar(select(func.count()).select_from(Lease)) == 0
