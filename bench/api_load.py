@@ -10,7 +10,8 @@ pair or idempotency key stored twice) and pairs leased to two raters at once.
 By default every rater runs its loop as fast as it can: that measures throughput, and by Little's law each
 request then waits about raters / (requests per second), so p99 reflects the queue, not the service.
 `--offered N` paces the raters to N labels/s together (one cycle per rater every raters / N seconds), which
-measures latency at a given load.
+measures latency at a given load. The first `--warmup` seconds (100 connections opening, token caches
+filling) run but are not measured; their labels are audited with the rest.
 
 `--client httpx` (the default) gives each rater its own httpx.AsyncClient, as each rater is their own
 browser, on uvloop. Two things that made httpx itself the bottleneck are avoided: one AsyncClient shared by
@@ -53,6 +54,12 @@ class Observed:
     acknowledged: dict[int, tuple[int, int]] = field(default_factory=dict)  # label id → (pair, rater)
     leases: dict[int, set[int]] = field(default_factory=lambda: defaultdict(set))  # pair → raters holding it
     errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    window: tuple[float, float] = (0.0, 0.0)  # perf_counter span whose requests count (after the warm-up)
+    labels_in_window: int = 0
+    requests: int = 0  # all of them, warm-up included (for CPU per request)
+
+    def counts(self, started: float) -> bool:
+        return self.window[0] <= started < self.window[1]
 
 
 class RawResponse:
@@ -189,11 +196,10 @@ async def rater_loop(
     experiment_id: int,
     token: str,
     rater: int,
-    stop_at: float,
     observed: Observed,
     cycle_seconds: float = 0.0,
 ) -> None:
-    """Lease → label until `stop_at`; with `cycle_seconds`, start one cycle per period (a paced rater)."""
+    """Lease → label until the window ends; with `cycle_seconds`, start one cycle per period (a paced rater)."""
     headers = {"Authorization": f"Bearer {token}"}
     if cycle_seconds:
         # Raters do not all start at once.
@@ -201,12 +207,14 @@ async def rater_loop(
     next_cycle = time.perf_counter()
     choices = ("left", "right", "equal", "skip")
     sequence = 0
-    while time.perf_counter() < stop_at:
+    while time.perf_counter() < observed.window[1]:
         if cycle_seconds:
             next_cycle += cycle_seconds
         started = time.perf_counter()
         response = await client.post(f"/api/v1/experiments/{experiment_id}/leases", headers=headers)
-        observed.lease_ms.append((time.perf_counter() - started) * 1000)
+        observed.requests += 1
+        if observed.counts(started):
+            observed.lease_ms.append((time.perf_counter() - started) * 1000)
         if response.status_code == 204:
             await asyncio.sleep(0.05)
             continue
@@ -224,9 +232,12 @@ async def rater_loop(
         }
         started = time.perf_counter()
         response = await client.post("/api/v1/labels", json=body, headers=headers)
-        observed.label_ms.append((time.perf_counter() - started) * 1000)
+        observed.requests += 1
+        if observed.counts(started):
+            observed.label_ms.append((time.perf_counter() - started) * 1000)
         if response.status_code == 201:
-            observed.acknowledged[response.json()["id"]] = (pair_id, rater)
+            observed.acknowledged[response.json()["id"]] = (pair_id, rater)  # warm-up labels are audited too
+            observed.labels_in_window += observed.counts(started)
         else:
             observed.errors[f"label {response.status_code}"] += 1
         if cycle_seconds:
@@ -234,38 +245,35 @@ async def rater_loop(
 
 
 async def run_load(
-    base_url: str, experiment_id: int, tokens: list[str], duration: float, client_kind: str, cycle: float
-) -> tuple[Observed, float]:
-    observed = Observed()
+    base_url: str,
+    experiment_id: int,
+    tokens: list[str],
+    duration: float,
+    warmup: float,
+    client_kind: str,
+    cycle: float,
+) -> Observed:
+    clients: list[httpx.AsyncClient | RawClient]
     if client_kind == "raw":
         host, port = base_url.removeprefix("http://").split(":")
         clients = [RawClient(host, int(port)) for _ in tokens]
-        started = time.perf_counter()
-        await asyncio.gather(
-            *(
-                rater_loop(client, experiment_id, token, i, started + duration, observed, cycle)
-                for i, (client, token) in enumerate(zip(clients, tokens, strict=True))
-            )
-        )
-        elapsed = time.perf_counter() - started
-        for client in clients:
-            await client.aclose()
-        return observed, elapsed
-    # One client per rater, as each rater is their own browser; a single shared pool of 100 connections makes
-    # httpcore's pool bookkeeping the bottleneck.
-    tls = ssl.create_default_context()  # unused over http://, but each client would otherwise load its own CAs
-    clients = [httpx.AsyncClient(base_url=base_url, timeout=60, verify=tls) for _ in tokens]
+    else:
+        # One client per rater, as each rater is their own browser; one client shared by 100 connections
+        # makes httpcore's pool bookkeeping the bottleneck.
+        tls = ssl.create_default_context()  # unused over http://, but each client would load its own CAs
+        clients = [httpx.AsyncClient(base_url=base_url, timeout=60, verify=tls) for _ in tokens]
+    observed = Observed()
     started = time.perf_counter()
+    observed.window = (started + warmup, started + warmup + duration)
     await asyncio.gather(
         *(
-            rater_loop(client, experiment_id, token, i, started + duration, observed, cycle)
+            rater_loop(client, experiment_id, token, i, observed, cycle)
             for i, (client, token) in enumerate(zip(clients, tokens, strict=True))
         )
     )
-    elapsed = time.perf_counter() - started
     for client in clients:
         await client.aclose()
-    return observed, elapsed
+    return observed
 
 
 def audit(database_url: str, observed: Observed) -> dict[str, int]:
@@ -304,7 +312,16 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def bench(kind: str, raters: int, duration: float, pairs: int, workers: int, client_kind: str, offered: float) -> None:
+def bench(
+    kind: str,
+    raters: int,
+    duration: float,
+    warmup: float,
+    pairs: int,
+    workers: int,
+    client_kind: str,
+    offered: float,
+) -> None:
     cycle = raters / offered if offered else 0.0
     with tempfile.TemporaryDirectory() as folder:
         data_dir = Path(folder)
@@ -328,7 +345,7 @@ def bench(kind: str, raters: int, duration: float, pairs: int, workers: int, cli
             experiment_id, tokens = seed(base_url, raters, pairs)
             analyze(database_url)
             server_cpu, client_cpu = cpu_seconds(server.pid), time.process_time()
-            observed, elapsed = uvloop.run(run_load(base_url, experiment_id, tokens, duration, client_kind, cycle))
+            observed = uvloop.run(run_load(base_url, experiment_id, tokens, duration, warmup, client_kind, cycle))
             server_cpu, client_cpu = cpu_seconds(server.pid) - server_cpu, time.process_time() - client_cpu
         finally:
             server.terminate()
@@ -341,13 +358,14 @@ def bench(kind: str, raters: int, duration: float, pairs: int, workers: int, cli
     lease, label = observed.lease_ms, observed.label_ms
     pace = f", offered {offered:.0f} labels/s" if offered else ", as fast as they can"
     print(
-        f"\n== {kind}: {raters} raters ({client_kind} client{pace}), {workers} server process(es), {elapsed:.1f} s =="
+        f"\n== {kind}: {raters} raters ({client_kind} client{pace}), {workers} server process(es), "
+        f"{duration:.0f} s measured after {warmup:.0f} s warm-up =="
     )
     for what, times in (("lease", lease), ("label", label)):
         p50, p99 = percentile(times, 50), percentile(times, 99)
         print(f"{what}  p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  ({len(times)} requests)")
-    print(f"labels/s {len(observed.acknowledged) / elapsed:8.1f}")
-    requests = max(len(lease) + len(label), 1)
+    print(f"labels/s {observed.labels_in_window / duration:8.1f}")
+    requests = max(observed.requests, 1)
     print(
         f"CPU per request: server {server_cpu / requests * 1000:.2f} ms, client {client_cpu / requests * 1000:.2f} ms"
     )
@@ -361,6 +379,7 @@ def main() -> None:
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--raters", type=int, default=100)
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load per database")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring (connecting)")
     parser.add_argument("--pairs", type=int, default=40_000, help="pairs queued before the run")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument(
@@ -369,7 +388,7 @@ def main() -> None:
     parser.add_argument("--client", choices=["httpx", "raw"], default="httpx", help="load generator (see above)")
     args = parser.parse_args()
     for kind in ("sqlite", "postgres") if args.db == "both" else (args.db,):
-        bench(kind, args.raters, args.duration, args.pairs, args.workers, args.client, args.offered)
+        bench(kind, args.raters, args.duration, args.warmup, args.pairs, args.workers, args.client, args.offered)
 
 
 if __name__ == "__main__":
