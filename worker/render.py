@@ -1,22 +1,25 @@
 """Clips for the rater page: replay a segment in its environment and encode the frames as web-ready MP4.
 
-A leaf module (gymnasium, numpy, imageio; no database or web code). The format is the one FACTS.md found
+A leaf module (gymnasium, numpy, PyAV, imageio; no database or web code). The format is the one FACTS.md found
 Chromium here plays: MP4/H.264, yuv420p, even width and height, moov atom first (`+faststart`) so playback
-starts before the whole file arrives.
+starts before the whole file arrives; the poster is a JPEG of the first frame.
 
-Speed: ffmpeg's start-up is a large share of a 50-frame encode, so `ClipEncoder` keeps the next ffmpeg
-process started and waiting for frames (one per frame size), and `render_clip` pipes each frame to it while
-the next one renders, so rendering (this process) and encoding (ffmpeg) run on two cores at once.
+Speed (bench/clips.py): libx264 runs in this process through PyAV, so there is no ffmpeg process to start and
+no raw RGB to pipe to one; the RGB to yuv420p conversion takes swscale's SIMD path (TO_YUV420P); and
+`render_clip` draws the next frames in a background thread while the current one is encoded. The two overlap
+on two cores because PyAV releases the GIL while it converts and encodes a frame.
 """
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import os
 import secrets
 import threading
+from collections import deque
 from collections.abc import Generator, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +27,20 @@ from typing import Any
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
+import av  # noqa: E402
 import gymnasium as gym  # noqa: E402
 import imageio.v3 as iio  # noqa: E402
-import imageio_ffmpeg  # noqa: E402
 import numpy as np  # noqa: E402
+from av.video.reformatter import Interpolation, VideoReformatter  # noqa: E402
 
-# x264 settings: `ultrafast` + `zerolatency` cut encode time several-fold for these tiny clips; CRF 23 is
-# x264's default quality. `+faststart` puts the moov atom before mdat.
-X264_OUTPUT_PARAMS = ["-preset", "ultrafast", "-tune", "zerolatency", "-crf", "23", "-movflags", "+faststart"]
+# x264 settings: `ultrafast` cuts encode time several-fold for these tiny clips (and gives Constrained Baseline
+# H.264, which every browser plays); CRF 23 is x264's default quality.
+X264_OPTIONS = {"preset": "ultrafast", "crf": "23"}
+# RGB to yuv420p: swscale's default path halves the chroma width in plain C; with FULL_CHR_H_INP it reads
+# full-width chroma through its SIMD code and then scales it, a third faster here for the same picture.
+TO_YUV420P = Interpolation.BILINEAR | Interpolation.FULL_CHR_H_INP
+# How many frames the render thread may run ahead of the encoder.
+PREFETCH_FRAMES = 8
 
 _envs: dict[str, gym.Env] = {}
 _envs_lock = threading.Lock()
@@ -76,112 +85,27 @@ def render_frames(env_id: str, seed: int, actions: Sequence[Any]) -> list[np.nda
     return list(iter_frames(env_id, seed, actions))
 
 
-def _even(frame: np.ndarray, downsample: int = 1) -> np.ndarray:
-    """Keep every `downsample`-th pixel, then drop a last odd row or column (yuv420p needs even sizes)."""
-    if downsample > 1:
-        frame = frame[::downsample, ::downsample]
+def _prefetch(frames: Iterable[np.ndarray], depth: int = PREFETCH_FRAMES) -> Generator[np.ndarray, None, None]:
+    """Yield `frames` while one background thread produces up to `depth` of the next ones.
+
+    Close the generator when done with it (`contextlib.closing`): that cancels the frames not yet begun and
+    waits for the thread, so nothing else is left using the environment.
+    """
+    iterator = iter(frames)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-frames")
+    try:
+        ahead = deque(pool.submit(next, iterator, None) for _ in range(depth))  # None: no frames left
+        while (frame := ahead.popleft().result()) is not None:
+            ahead.append(pool.submit(next, iterator, None))
+            yield frame
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def _even(frame: np.ndarray) -> np.ndarray:
+    """Drop a last odd row or column (yuv420p needs even sizes)."""
     height, width = frame.shape[:2]
     return frame[: height - height % 2, : width - width % 2]
-
-
-class ClipEncoder:
-    """Encodes MP4 clips through ffmpeg processes started one clip ahead, per (width, height, fps)."""
-
-    def __init__(self, keep_warm: bool = True) -> None:
-        self.keep_warm = keep_warm
-        self._ready: dict[tuple[int, int, int], tuple[Generator[None, Any, None], Path]] = {}
-        self._lock = threading.Lock()
-        self._scratch = Path(os.environ.get("TMPDIR", "/tmp")) / f"rlhf-encoder-{os.getpid()}"
-
-    def _start(self, width: int, height: int, fps: int) -> tuple[Generator[None, Any, None], Path]:
-        self._scratch.mkdir(parents=True, exist_ok=True)
-        path = self._scratch / f"{secrets.token_hex(8)}.mp4"
-        writer = imageio_ffmpeg.write_frames(
-            str(path),
-            (width, height),
-            fps=fps,
-            codec="libx264",
-            pix_fmt_in="rgb24",
-            pix_fmt_out="yuv420p",
-            quality=None,  # CRF comes from X264_OUTPUT_PARAMS
-            macro_block_size=2,
-            ffmpeg_log_level="error",
-            output_params=X264_OUTPUT_PARAMS,
-        )
-        writer.send(None)  # starts the ffmpeg process, which then waits for frames
-        return writer, path
-
-    def _take(self, width: int, height: int, fps: int) -> tuple[Generator[None, Any, None], Path]:
-        key = (width, height, fps)
-        with self._lock:
-            ready = self._ready.pop(key, None)
-        started = ready or self._start(width, height, fps)
-        if self.keep_warm:
-            following = self._start(width, height, fps)
-            with self._lock:
-                self._ready[key] = following
-        return started
-
-    def encode(
-        self, frames: Iterable[np.ndarray], path: Path, fps: int, downsample: int = 1
-    ) -> tuple[np.ndarray, int, int]:
-        """Write frames (each (H, W, 3) uint8) to `path` as MP4; frames may be a lazy iterator.
-
-        `downsample` > 1 keeps every n-th pixel: encoding cost falls with the square (a 600x400 CartPole
-        frame at 2 becomes 300x200).
-
-        Returns:
-            (first frame, frame count, bytes written).
-        """
-        iterator = iter(frames)
-        try:
-            first = _even(np.asarray(next(iterator), dtype=np.uint8), downsample)
-        except StopIteration:
-            raise ValueError("a clip needs at least one frame") from None
-        height, width = first.shape[:2]
-        writer, scratch_path = self._take(width, height, fps)
-        count = 0
-        try:
-            for frame in _chain(first, iterator):
-                frame = _even(np.asarray(frame, dtype=np.uint8), downsample) if count else first
-                if frame.shape != first.shape:
-                    raise ValueError(f"frame {count} has shape {frame.shape}, the first had {first.shape}")
-                writer.send(np.ascontiguousarray(frame))
-                count += 1
-        except BaseException:
-            writer.close()
-            scratch_path.unlink(missing_ok=True)
-            raise
-        writer.close()  # ffmpeg finishes the file (and moves moov to the front)
-        if not scratch_path.is_file() or scratch_path.stat().st_size == 0:
-            raise RuntimeError(f"ffmpeg wrote no clip for {path}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(scratch_path, path)  # atomic: a half-written clip is never served
-        return first, count, path.stat().st_size
-
-    def close(self) -> None:
-        """Stop the waiting ffmpeg processes."""
-        with self._lock:
-            ready, self._ready = list(self._ready.values()), {}
-        for writer, scratch_path in ready:
-            writer.close()
-            scratch_path.unlink(missing_ok=True)
-
-
-def _chain(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-    yield first
-    yield from rest
-
-
-_default_encoder: ClipEncoder | None = None
-
-
-def default_encoder() -> ClipEncoder:
-    global _default_encoder
-    if _default_encoder is None:
-        _default_encoder = ClipEncoder(keep_warm=True)
-        atexit.register(_default_encoder.close)
-    return _default_encoder
 
 
 def write_poster(frame: np.ndarray, path: Path) -> Path:
@@ -191,19 +115,53 @@ def write_poster(frame: np.ndarray, path: Path) -> Path:
     return path
 
 
-def encode_clip(frames: Iterable[np.ndarray], path: Path, fps: int = 30, encoder: ClipEncoder | None = None) -> Path:
+def encode_clip(frames: Iterable[np.ndarray], path: Path, fps: int = 30) -> dict[str, Any]:
     """Encode frames into an MP4/H.264 clip at `path` (moov first) and write its poster next to it.
 
     Args:
-        frames: (H, W, 3) uint8 arrays, all the same size; an odd last row/column is dropped.
+        frames: (H, W, 3) uint8 arrays, all the same size, possibly a lazy iterator; an odd last row or
+            column is dropped.
         path: where the .mp4 goes; the poster is `path` with suffix .jpg.
         fps: frames per second of the clip.
 
     Returns:
-        The poster's path.
+        frame_count, width, height, size_bytes and poster (the poster's Path).
     """
-    first, _count, _size = (encoder or default_encoder()).encode(frames, path, fps)
-    return write_poster(first, path.with_suffix(".jpg"))
+    iterator = iter(frames)
+    first = next(iterator, None)
+    if first is None:
+        raise ValueError("a clip needs at least one frame")
+    first = _even(np.asarray(first, dtype=np.uint8))
+    height, width = first.shape[:2]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}-{secrets.token_hex(4)}.mp4")  # same folder: os.replace is atomic
+    to_yuv = VideoReformatter()
+    count = 0
+    try:
+        with av.open(str(partial), "w", format="mp4", container_options={"movflags": "+faststart"}) as video:
+            stream = video.add_stream("libx264", rate=fps, options=X264_OPTIONS)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            # x264 on one thread, like the conversion below: the other core renders the next frames.
+            stream.codec_context.thread_count = 1
+            for frame in itertools.chain([first], iterator):
+                frame = _even(np.asarray(frame, dtype=np.uint8))
+                if frame.shape != first.shape:
+                    raise ValueError(f"frame {count} has shape {frame.shape}, the first had {first.shape}")
+                rgb = av.VideoFrame.from_numpy_buffer(np.ascontiguousarray(frame), format="rgb24")  # wraps, no copy
+                yuv = to_yuv.reformat(rgb, format="yuv420p", interpolation=TO_YUV420P, threads=1)
+                video.mux(stream.encode(yuv))
+                count += 1
+            video.mux(stream.encode())  # flush the encoder; closing the container moves moov to the front
+        os.replace(partial, path)  # atomic: a half-written clip is never served
+    finally:
+        partial.unlink(missing_ok=True)
+    return {
+        "frame_count": count,
+        "width": width,
+        "height": height,
+        "size_bytes": path.stat().st_size,
+        "poster": write_poster(first, path.with_suffix(".jpg")),
+    }
 
 
 def render_clip(
@@ -214,28 +172,18 @@ def render_clip(
     fps: int = 30,
     first_frame: int = 0,
     frame_count: int | None = None,
-    encoder: ClipEncoder | None = None,
-    downsample: int = 1,
 ) -> dict[str, Any]:
-    """Render a replay and encode it as it renders (frames go to ffmpeg while the next one is drawn).
+    """Replay a segment and encode it as a clip, rendering the next frames while the current one encodes.
 
     Keeps frames [first_frame, first_frame + frame_count) of `iter_frames(env_id, seed, actions)`.
 
     Returns:
-        frame_count, width, height, size_bytes and poster (the poster's Path).
+        frame_count, width, height, size_bytes and poster (the poster's Path); see encode_clip.
     """
-    frames = iter_frames(env_id, seed, actions)
     stop = None if frame_count is None else first_frame + frame_count
-    kept = itertools.islice(frames, first_frame, stop)
-    first, count, size = (encoder or default_encoder()).encode(kept, path, fps, downsample)
-    poster = write_poster(first, path.with_suffix(".jpg"))
-    return {
-        "frame_count": count,
-        "width": first.shape[1],
-        "height": first.shape[0],
-        "size_bytes": size,
-        "poster": poster,
-    }
+    kept = itertools.islice(iter_frames(env_id, seed, actions), first_frame, stop)
+    with closing(_prefetch(kept)) as frames:
+        return encode_clip(frames, path, fps)
 
 
 def _state_from_obs(env_id: str, obs: np.ndarray) -> np.ndarray:

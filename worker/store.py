@@ -19,12 +19,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app import crud
 from app.models import Segment as SegmentRow
-from worker.render import ClipEncoder, encode_clip, render_clip, render_observations
+from worker.render import encode_clip, render_clip, render_observations
 from worker.types import Segment
 
 logger = logging.getLogger("rlhf.worker.store")
 
-RENDERER_VERSION = 1  # bump when rendering or encoding changes, so cached clips are not reused
+RENDERER_VERSION = 2  # bump when rendering or encoding changes, so cached clips are not reused
 
 
 def default_worker_id() -> str:
@@ -73,9 +73,7 @@ def _cached(session: Session, clip_dir: Path, content_hash: str) -> bool:
     return clip is not None and (clip_dir / clip.video_path).is_file()
 
 
-def make_clip(
-    session: Session, segment_id: int, payload: dict[str, Any], clip_dir: Path, encoder: ClipEncoder | None
-) -> str:
+def make_clip(session: Session, segment_id: int, payload: dict[str, Any], clip_dir: Path) -> str:
     """Render (or take uploaded frames), encode once per content hash, and attach the clip to the segment.
 
     Returns:
@@ -94,7 +92,7 @@ def make_clip(
         content_hash = frames_hash(frames, fps)
         video, poster = _clip_paths(content_hash)
         if not _cached(session, clip_dir, content_hash):
-            encode_clip(list(frames), clip_dir / video, fps=fps, encoder=encoder)
+            encode_clip(frames, clip_dir / video, fps=fps)
         info = {
             "frame_count": len(frames),
             "width": frames.shape[2] // 2 * 2,
@@ -123,7 +121,6 @@ def make_clip(
                 fps=fps,
                 first_frame=int(spec.get("first_frame", 0)),
                 frame_count=segment.length,
-                encoder=encoder,
             )
             info = {k: rendered[k] for k in ("frame_count", "width", "height")}
     session.rollback()  # end the read transaction before attach_clip's write transaction
@@ -149,7 +146,6 @@ def process_clip_jobs(
     clip_dir: Path,
     limit: int = 10,
     worker_id: str | None = None,
-    encoder: ClipEncoder | None = None,
 ) -> int:
     """Claim up to `limit` render_clip jobs and make their clips; a failed job is retried, then marked failed.
 
@@ -163,7 +159,7 @@ def process_clip_jobs(
         for job in jobs:
             segment_id = int(job.payload["segment_id"])
             try:
-                content_hash = make_clip(session, segment_id, job.payload, clip_dir, encoder)
+                content_hash = make_clip(session, segment_id, job.payload, clip_dir)
             except Exception as error:  # one bad clip must not stop the others; the job records why
                 session.rollback()
                 logger.exception("render job %s for segment %s failed", job.id, segment_id)

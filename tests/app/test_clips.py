@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import io
 import struct
-from collections.abc import Iterator
+import threading
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from conftest import CARTPOLE
 from fastapi.testclient import TestClient
 
 from app.settings import Settings
-from worker.render import ClipEncoder, render_frames
+from worker.render import render_clip, render_frames
 from worker.store import process_clip_jobs
 
 
@@ -31,13 +32,6 @@ def top_level_boxes(data: bytes) -> list[str]:
     return boxes
 
 
-@pytest.fixture
-def encoder() -> Iterator[ClipEncoder]:
-    clip_encoder = ClipEncoder(keep_warm=False)
-    yield clip_encoder
-    clip_encoder.close()
-
-
 def test_render_frames_replays_from_seed() -> None:
     actions = [1] * 10
     first, second = render_frames("CartPole-v1", 4, actions), render_frames("CartPole-v1", 4, actions)
@@ -48,7 +42,7 @@ def test_render_frames_replays_from_seed() -> None:
 
 
 def test_rendered_clip_is_web_ready_and_served_with_ranges(
-    client: TestClient, settings: Settings, session_factory, encoder: ClipEncoder, rng: np.random.Generator
+    client: TestClient, settings: Settings, session_factory, rng: np.random.Generator
 ) -> None:
     experiment_id = client.post("/api/v1/experiments", json=CARTPOLE).json()["id"]
     actions = rng.integers(0, 2, size=50).tolist()
@@ -57,7 +51,7 @@ def test_rendered_clip_is_web_ready_and_served_with_ranges(
         f"/api/v1/experiments/{experiment_id}/segments", json={"segments": [segment, segment]}
     ).json()["segment_ids"]
 
-    assert process_clip_jobs(session_factory, settings.clip_dir, limit=10, encoder=encoder) == 2
+    assert process_clip_jobs(session_factory, settings.clip_dir, limit=10) == 2
     first, second = (client.get(f"/api/v1/segments/{i}").json() for i in ids)
     assert first["clip_status"] == second["clip_status"] == "ready"
     assert first["clip"]["content_hash"] == second["clip"]["content_hash"]  # same replay: made once
@@ -72,6 +66,13 @@ def test_rendered_clip_is_web_ready_and_served_with_ranges(
     boxes = top_level_boxes(video.content)
     assert boxes[0] == "ftyp" and boxes.index("moov") < boxes.index("mdat")  # faststart
     assert b"avc1" in video.content  # H.264
+    with av.open(io.BytesIO(video.content)) as container:
+        stream = container.streams.video[0]
+        decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+        assert (stream.codec_context.pix_fmt, stream.average_rate) == ("yuv420p", 25)
+    assert len(decoded) == 50
+    start = render_frames("CartPole-v1", 5, [])[0]
+    assert np.abs(decoded[0].astype(int) - start).mean() < 2  # the replay's first frame, colours not swapped
 
     partial = client.get(first["clip_url"], headers={"Range": "bytes=100-1099"})
     assert partial.status_code == 206
@@ -80,11 +81,11 @@ def test_rendered_clip_is_web_ready_and_served_with_ranges(
 
     poster = client.get(first["poster_url"])
     assert poster.status_code == 200 and poster.content[:2] == b"\xff\xd8"  # JPEG
-    assert process_clip_jobs(session_factory, settings.clip_dir, encoder=encoder) == 0  # nothing left
+    assert process_clip_jobs(session_factory, settings.clip_dir) == 0  # nothing left
 
 
 def test_uploaded_frames_become_a_clip(
-    client: TestClient, settings: Settings, session_factory, encoder: ClipEncoder, tmp_path: Path
+    client: TestClient, settings: Settings, session_factory, tmp_path: Path
 ) -> None:
     experiment_id = client.post("/api/v1/experiments", json=CARTPOLE).json()["id"]
     segment = {"obs": np.zeros((8, 4)).tolist(), "actions": [0] * 8}
@@ -100,7 +101,7 @@ def test_uploaded_frames_become_a_clip(
     )
     assert response.status_code == 202, response.text
     assert client.get(f"/api/v1/segments/{segment_id}").json()["clip_status"] == "queued"
-    assert process_clip_jobs(session_factory, settings.clip_dir, encoder=encoder) == 1
+    assert process_clip_jobs(session_factory, settings.clip_dir) == 1
     clip = client.get(f"/api/v1/segments/{segment_id}").json()["clip"]
     assert (clip["width"], clip["height"], clip["frame_count"], clip["fps"]) == (80, 62, 8, 8)
     assert top_level_boxes(client.get(f"/api/v1/segments/{segment_id}/clip").content)[:2] == ["ftyp", "moov"]
@@ -112,3 +113,11 @@ def test_uploaded_frames_become_a_clip(
     wrong = client.put(f"/api/v1/segments/{segment_id}/frames", content=buffer.getvalue())
     assert wrong.status_code == 422 and "uint8" in wrong.json()["detail"]
     assert client.put("/api/v1/segments/999/frames", content=buffer.getvalue()).status_code == 422
+
+
+def test_a_failed_replay_leaves_no_clip_and_no_render_thread(tmp_path: Path) -> None:
+    threads_before = threading.active_count()
+    with pytest.raises(AssertionError, match="invalid"):  # CartPole's step() rejects action 7
+        render_clip("CartPole-v1", 0, [0, 1, 0, 7, 1], tmp_path / "clip.mp4")
+    assert list(tmp_path.iterdir()) == []
+    assert threading.active_count() == threads_before

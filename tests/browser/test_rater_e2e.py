@@ -18,7 +18,6 @@ from playwright.sync_api import Browser, Page
 
 from app.db import make_engine, make_session_factory
 from app.settings import Settings
-from worker.render import ClipEncoder
 from worker.store import process_clip_jobs
 
 from .conftest import LiveServer
@@ -70,12 +69,10 @@ def render_queued_clips(server: LiveServer) -> None:
     """Do the worker's job here: encode every queued clip (real MP4/H.264 files in the server's clip folder)."""
     settings = Settings(data_dir=server.data_dir, admin_token=server.admin_token)
     engine = make_engine(settings)
-    encoder = ClipEncoder(keep_warm=True)
     try:
-        while process_clip_jobs(make_session_factory(engine), settings.clip_dir, limit=50, encoder=encoder):
+        while process_clip_jobs(make_session_factory(engine), settings.clip_dir, limit=50):
             pass
     finally:
-        encoder.close()
         engine.dispose()
 
 
