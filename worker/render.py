@@ -7,7 +7,8 @@ starts before the whole file arrives; the poster is a JPEG of the first frame.
 Speed (bench/clips.py): libx264 runs in this process through PyAV, so there is no ffmpeg process to start and
 no raw RGB to pipe to one; the RGB to yuv420p conversion takes swscale's SIMD path (TO_YUV420P); and
 `render_clip` draws the next frames in a background thread while the current one is encoded. The two overlap
-on two cores because PyAV releases the GIL while it converts and encodes a frame.
+on two cores because PyAV releases the GIL while it converts and encodes a frame. Only ever one thread renders:
+pygame is not thread-safe (two CartPole envs drawing at once in two threads garble each other's frames).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from conftest import CARTPOLE
 from fastapi.testclient import TestClient
 
 from app.settings import Settings
-from worker.render import render_clip, render_frames
+from worker.render import _prefetch, iter_frames, render_clip, render_frames
 from worker.store import process_clip_jobs
 
 
@@ -39,6 +39,12 @@ def test_render_frames_replays_from_seed() -> None:
     assert first[0].shape == (400, 600, 3) and first[0].dtype == np.uint8
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
     assert not np.array_equal(first[0], first[-1])
+
+
+def test_frames_drawn_in_the_background_thread_are_the_same() -> None:
+    actions = [0, 1] * 10
+    background = _prefetch(iter_frames("CartPole-v1", 4, actions), depth=3)
+    assert all(np.array_equal(a, b) for a, b in zip(render_frames("CartPole-v1", 4, actions), background, strict=True))
 
 
 def test_rendered_clip_is_web_ready_and_served_with_ranges(
