@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import crud, pages
@@ -122,6 +122,18 @@ def add_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             {"detail": f"{field}: {first['msg']}", "field": field, "errors": errors},
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
+
+    @app.exception_handler(DBAPIError)
+    async def handle_database_error(request: Request, error: DBAPIError) -> JSONResponse:
+        if not error.connection_invalidated:
+            raise error  # a bug, not an outage: the server error handler answers 500 and logs it
+        # The connection died mid-request (a database restart). Asking again is safe: an unfinished transaction
+        # is rolled back, and a label sent with its idempotency key is stored once.
+        return JSONResponse(
+            {"detail": "database: connection lost, please retry", "field": "database"},
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "1"},
         )
 
     @app.exception_handler(IntegrityError)
