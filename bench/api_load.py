@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import socket
@@ -344,6 +345,8 @@ def bench(
             base_url = f"http://127.0.0.1:{port}"
             experiment_id, tokens = seed(base_url, raters, pairs)
             analyze(database_url)
+            gc.collect()
+            gc.freeze()  # the load generator keeps nothing from seeding for its collector to walk
             server_cpu, client_cpu = cpu_seconds(server.pid), time.process_time()
             observed = uvloop.run(run_load(base_url, experiment_id, tokens, duration, warmup, client_kind, cycle))
             server_cpu, client_cpu = cpu_seconds(server.pid) - server_cpu, time.process_time() - client_cpu
