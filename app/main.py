@@ -5,7 +5,6 @@ Run with `uvicorn --factory app.main:create_app_from_env` (settings from RLHF_* 
 
 from __future__ import annotations
 
-import gc
 import logging
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -167,9 +166,6 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        # Everything built so far lives as long as the app: keep it out of the garbage collector's full
-        # passes, which otherwise walk it every few seconds under load and show up as latency spikes.
-        gc.freeze()
         yield
         engine.dispose()
 
