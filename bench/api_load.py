@@ -1,11 +1,13 @@
 """Load test: simulated raters run lease → label loops against a real uvicorn, on SQLite and PostgreSQL.
 
-    .venv/bin/python bench/api_load.py --db both --raters 100 --duration 30
-    .venv/bin/python bench/api_load.py --db both --raters 100 --duration 30 --offered 200
+    .venv/bin/python bench/api_load.py --raters 100 --duration 30
+    .venv/bin/python bench/api_load.py --raters 100 --duration 30 --offered 150 --db sqlite postgres
 
 Prints p50/p99 latency of lease and label, labels per second and the CPU time per request of the server and
 of the load generator, then counts in the database: lost labels (acknowledged but not stored), duplicates (a
-pair or idempotency key stored twice) and pairs leased to two raters at once.
+pair or idempotency key stored twice) and pairs leased to two raters at once. The first run, "ceiling", sends
+the same load to bench/bare_app.py (the two routes answering without any work): what the load generator
+reaches on this machine against a server that costs nothing, the bound for the runs after it.
 
 By default every rater runs its loop as fast as it can: that measures throughput, and by Little's law each
 request then waits about raters / (requests per second), so p99 reflects the queue, not the service.
@@ -114,16 +116,19 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(database_url: str, data_dir: Path, port: int, workers: int = 1) -> subprocess.Popen:
+def start_server(database_url: str | None, data_dir: Path, port: int, workers: int = 1) -> subprocess.Popen:
+    """uvicorn with the app on `database_url`, or with bench/bare_app.py when it is None."""
     env = {
         **os.environ,
-        "RLHF_DATABASE_URL": database_url,
+        "RLHF_DATABASE_URL": database_url or "",
         "RLHF_DATA_DIR": str(data_dir),
         "RLHF_ADMIN_TOKEN": ADMIN_TOKEN,
         "RLHF_LEASE_SECONDS": "600",  # longer than the run: any pair leased twice is a real double lease
+        "PYTHONPATH": str(Path(__file__).resolve().parent),  # finds bare_app
     }
+    app = ["--factory", "app.main:create_app_from_env"] if database_url else ["bare_app:app"]
     command = [
-        sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app_from_env",
+        sys.executable, "-m", "uvicorn", *app,
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
         "--workers", str(workers),
     ]  # fmt: skip
@@ -327,9 +332,10 @@ def bench(
     with tempfile.TemporaryDirectory() as folder:
         data_dir = Path(folder)
         admin_engine = None
+        database_url: str | None = None  # "ceiling": the bare app, no database
         if kind == "sqlite":
             database_url = f"sqlite:///{data_dir / 'rlhf.sqlite'}"
-        else:
+        elif kind == "postgres":
             name = f"rlhf_bench_{uuid.uuid4().hex[:10]}"
             admin_engine = create_engine(f"{POSTGRES_SERVER}/postgres", isolation_level="AUTOCOMMIT")
             with admin_engine.connect() as connection:
@@ -343,8 +349,11 @@ def bench(
         server = start_server(database_url, data_dir, port, workers)
         try:
             base_url = f"http://127.0.0.1:{port}"
-            experiment_id, tokens = seed(base_url, raters, pairs)
-            analyze(database_url)
+            if database_url is None:
+                experiment_id, tokens = 1, [f"rater{i}" for i in range(raters)]
+            else:
+                experiment_id, tokens = seed(base_url, raters, pairs)
+                analyze(database_url)
             gc.collect()
             gc.freeze()  # the load generator keeps nothing from seeding for its collector to walk
             server_cpu, client_cpu = cpu_seconds(server.pid), time.process_time()
@@ -353,7 +362,7 @@ def bench(
         finally:
             server.terminate()
             server.wait(timeout=30)
-        counts = audit(database_url, observed)
+        counts = {} if database_url is None else audit(database_url, observed)
         if admin_engine is not None:
             with admin_engine.connect() as connection:
                 connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -379,7 +388,13 @@ def bench(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="lease → label load test against a real uvicorn")
-    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument(
+        "--db",
+        nargs="+",
+        choices=["ceiling", "sqlite", "postgres"],
+        default=["ceiling", "sqlite", "postgres"],
+        help="ceiling: the same load against bench/bare_app.py, routes that do no work",
+    )
     parser.add_argument("--raters", type=int, default=100)
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load per database")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring (connecting)")
@@ -390,7 +405,7 @@ def main() -> None:
     )
     parser.add_argument("--client", choices=["httpx", "raw"], default="httpx", help="load generator (see above)")
     args = parser.parse_args()
-    for kind in ("sqlite", "postgres") if args.db == "both" else (args.db,):
+    for kind in args.db:
         bench(kind, args.raters, args.duration, args.warmup, args.pairs, args.workers, args.client, args.offered)
 
 
