@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import threading
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 import numpy as np
@@ -40,6 +41,15 @@ def test_two_raters_never_hold_the_same_pair(client: TestClient, world: World) -
     assert len({lease["pair_id"] for lease in held}) == 3  # type: ignore[index]
     assert held[0]["left"]["clip_url"] == f"/api/v1/segments/{held[0]['left']['id']}/clip"  # type: ignore[index]
     assert _lease(client, world, rater=1) is None  # all three are held
+
+
+def run_together(target: Callable[[int], None], arguments: Iterable[int]) -> None:
+    """Call `target` once per argument, each in its own thread, all at once; return when all are done."""
+    threads = [threading.Thread(target=target, args=(argument,)) for argument in arguments]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def test_label_flow_completes_pairs(client: TestClient, world: World) -> None:
@@ -242,11 +252,7 @@ def test_concurrent_leases_and_labels(client: TestClient, rng: np.random.Generat
             if label.status_code != 201:
                 errors.append(label.text)
 
-    threads = [threading.Thread(target=rate, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_together(rate, range(8))
     assert errors == []
     with session_factory() as session:
         assert session.scalar(select(func.count()).select_from(Label)) == 40
@@ -288,11 +294,7 @@ def test_concurrent_raters_in_the_data_layer(
         except BaseException as error:  # reported below; a thread's exception would otherwise vanish
             errors.append(error)
 
-    threads = [threading.Thread(target=rate, args=(rater_id,)) for rater_id in world.rater_ids]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_together(rate, world.rater_ids)
     assert errors == []
     with session_factory() as session:
         per_pair = dict(session.execute(select(Label.pair_id, func.count()).group_by(Label.pair_id)).all())
