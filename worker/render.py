@@ -121,7 +121,8 @@ def encode_clip(frames: Iterable[np.ndarray], path: Path, fps: int = 30) -> dict
 
     Args:
         frames: (H, W, 3) uint8 arrays, all the same size, possibly a lazy iterator; an odd last row or
-            column is dropped.
+            column is dropped. The same array object given again is taken to be the same picture (an ended
+            segment's last frame) and converted once, so do not refill one buffer in place between frames.
         path: where the .mp4 goes; the poster is `path` with suffix .jpg.
         fps: frames per second of the clip.
 
@@ -144,12 +145,17 @@ def encode_clip(frames: Iterable[np.ndarray], path: Path, fps: int = 30) -> dict
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             # x264 on one thread, like the conversion below: the other core renders the next frames.
             stream.codec_context.thread_count = 1
-            for frame in itertools.chain([first], iterator):
-                frame = _even(np.asarray(frame, dtype=np.uint8))
-                if frame.shape != first.shape:
-                    raise ValueError(f"frame {count} has shape {frame.shape}, the first had {first.shape}")
-                rgb = av.VideoFrame.from_numpy_buffer(np.ascontiguousarray(frame), format="rgb24")  # wraps, no copy
-                yuv = to_yuv.reformat(rgb, format="yuv420p", interpolation=TO_YUV420P, threads=1)
+            converted: tuple[Any, av.VideoFrame] | None = None  # (frame given, its yuv420p picture)
+            for given in itertools.chain([first], iterator):
+                # A segment that ended repeats its last frame (iter_frames yields the same array): convert once.
+                if converted is None or given is not converted[0]:
+                    frame = _even(np.asarray(given, dtype=np.uint8))
+                    if frame.shape != first.shape:
+                        raise ValueError(f"frame {count} has shape {frame.shape}, the first had {first.shape}")
+                    rgb = av.VideoFrame.from_numpy_buffer(np.ascontiguousarray(frame), format="rgb24")  # no copy
+                    converted = (given, to_yuv.reformat(rgb, format="yuv420p", interpolation=TO_YUV420P, threads=1))
+                yuv = converted[1]
+                yuv.pts = count  # in 1/fps units, the stream's time base
                 video.mux(stream.encode(yuv))
                 count += 1
             video.mux(stream.encode())  # flush the encoder; closing the container moves moov to the front

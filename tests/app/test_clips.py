@@ -14,7 +14,7 @@ from conftest import CARTPOLE
 from fastapi.testclient import TestClient
 
 from app.settings import Settings
-from worker.render import _prefetch, iter_frames, render_clip, render_frames
+from worker.render import _prefetch, encode_clip, iter_frames, render_clip, render_frames
 from worker.store import process_clip_jobs
 
 
@@ -119,6 +119,19 @@ def test_uploaded_frames_become_a_clip(
     wrong = client.put(f"/api/v1/segments/{segment_id}/frames", content=buffer.getvalue())
     assert wrong.status_code == 422 and "uint8" in wrong.json()["detail"]
     assert client.put("/api/v1/segments/999/frames", content=buffer.getvalue()).status_code == 422
+
+
+def test_a_repeated_frame_is_encoded_once_per_time_step(tmp_path: Path) -> None:
+    """An ended segment repeats its last frame object; each repeat is still its own frame, in time order."""
+    dark, light = np.full((40, 60, 3), 30, np.uint8), np.full((40, 60, 3), 220, np.uint8)
+    info = encode_clip([dark, light, light, light], tmp_path / "clip.mp4", fps=10)
+    with av.open(str(tmp_path / "clip.mp4")) as container:
+        frames = list(container.decode(video=0))
+    assert info["frame_count"] == len(frames) == 4
+    times = [frame.time for frame in frames]
+    assert times == sorted(times) and times[-1] == pytest.approx(0.3)
+    means = [frame.to_ndarray(format="rgb24").mean() for frame in frames]
+    assert means[0] == pytest.approx(30, abs=3) and all(mean == pytest.approx(220, abs=3) for mean in means[1:])
 
 
 def test_a_failed_replay_leaves_no_clip_and_no_render_thread(tmp_path: Path) -> None:
