@@ -8,21 +8,24 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import Engine
 
-from app.client import RlhfClient
+from app.client import ApiError, RlhfClient
 from app.migrate import upgrade_database
 from app.models import Checkpoint, Job, Label, Pair, Rater, Segment
 from app.settings import Settings
 from worker.config import RunConfig
+from worker.types import Segment as TrajectorySegment
 
 ADMIN_TOKEN = "service-test-token"
 REPO = Path(__file__).resolve().parents[2]
@@ -51,9 +54,30 @@ class Service:
     engine: Engine
     tmp: Path
     workers: list[subprocess.Popen]
+    server: subprocess.Popen | None = None
 
     def api(self) -> RlhfClient:
         return RlhfClient(self.url, token=ADMIN_TOKEN)
+
+    def start_server(self) -> None:
+        """uvicorn in a subprocess on `url`'s port; returns once /healthz answers."""
+        self.server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app_from_env",
+             "--port", self.url.rsplit(":", 1)[1], "--log-level", "warning"],
+            env=self.env,
+            stdout=(self.tmp / "server.log").open("a"),
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and self.server.poll() is None, (self.tmp / "server.log").read_text()
+            time.sleep(0.1)
 
     def start_worker(self, name: str) -> subprocess.Popen:
         log = (self.tmp / f"{name}.log").open("w")
@@ -89,31 +113,15 @@ def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]
     env = {**os.environ, "RLHF_DATA_DIR": str(data_dir), "RLHF_ADMIN_TOKEN": ADMIN_TOKEN}
     if database_url:
         env["RLHF_DATABASE_URL"] = database_url
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app_from_env", "--port", str(port),
-         "--log-level", "warning"],
-        env=env,
-        stdout=(tmp_path / "server.log").open("w"),
-        stderr=subprocess.STDOUT,
-        cwd=REPO,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline and server.poll() is None, (tmp_path / "server.log").read_text()
-        time.sleep(0.1)
     engine = create_engine(settings.resolved_database_url)
-    running = Service(url=url, env=env, engine=engine, tmp=tmp_path, workers=[])
+    running = Service(url=f"http://127.0.0.1:{_free_port()}", env=env, engine=engine, tmp=tmp_path, workers=[])
     try:
+        running.start_server()
         yield running
     finally:
-        for process in [*running.workers, server]:
+        for process in [*running.workers, running.server]:
+            if process is None:
+                continue
             if process.poll() is None:
                 process.kill()
             process.wait()
@@ -168,6 +176,56 @@ def test_oracle_run_via_server_reaches_475_with_the_in_process_label_budget(serv
     assert service.count(Label) == 100 == service.count(Pair, status="complete")
     assert service.count(Rater, kind="oracle") == 1
     assert service.count(Checkpoint) >= 1
+
+
+def test_web_server_killed_mid_labeling_keeps_every_acknowledged_label(service: Service) -> None:
+    """kill -9 the web server while four raters label as fast as they can: after a restart every label a rater
+    was told is stored is there, and no pair holds more labels than it wanted."""
+    api = service.api()
+    rng = np.random.default_rng(0)
+    experiment_id = api.create_experiment("restart", "CartPole-v1", obs_shape=[4], num_actions=2)["id"]
+    segments = [
+        TrajectorySegment(
+            obs=rng.normal(size=(5, 4)).astype(np.float32),
+            actions=rng.integers(0, 2, size=5),
+            true_rewards=np.ones(5, np.float32),
+            ended=np.zeros(5, bool),
+            env_id="CartPole-v1",
+        )
+        for _ in range(40)
+    ]
+    segment_ids = api.queue_segments(experiment_id, segments)
+    pairs = [tuple(int(i) for i in rng.choice(segment_ids, 2, replace=False)) for _ in range(2000)]
+    api.queue_pairs(experiment_id, pairs)
+    tokens = [api.create_invite(f"rater{i}", [experiment_id])["token"] for i in range(4)]
+    acknowledged: list[int] = []
+
+    def rate(token: str) -> None:
+        with RlhfClient(service.url, token=token) as rater:
+            try:
+                while (lease := rater.lease_pair(experiment_id)) is not None:
+                    acknowledged.append(rater.submit_label(lease["pair_id"], "left")["id"])
+            except (httpx.HTTPError, ApiError):
+                return  # the server is gone
+
+    threads = [threading.Thread(target=rate, args=(token,)) for token in tokens]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: len(acknowledged) >= 100, 60, "100 labels", service)
+    assert service.server is not None
+    service.server.kill()
+    service.server.wait()
+    for thread in threads:
+        thread.join(timeout=30)
+    service.start_server()
+    stored = {record["label_id"] for record in service.api().export_labels(experiment_id)}
+    assert len(acknowledged) >= 100 and set(acknowledged) <= stored
+    assert len(stored) - len(acknowledged) <= len(tokens)  # at most each rater's answer in flight at the kill
+    with service.engine.connect() as connection:
+        overfilled = connection.scalar(
+            select(func.count()).select_from(Pair).where(Pair.labels_count > Pair.labels_wanted)
+        )
+    assert overfilled == 0
 
 
 def test_kill_9_mid_training_then_another_worker_finishes_with_every_label_once(service: Service):
