@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from sqlalchemy import Integer, String, and_, bindparam, case, delete, exists, func, insert, select, update
@@ -43,6 +43,8 @@ from app.models import (
     utcnow,
 )
 from app.schemas import ExperimentCreate, PairIn, SegmentIn
+
+Row = TypeVar("Row")
 
 RENDER_CLIP_JOB = "render_clip"
 CHOOSE_PAIRS_JOB = "choose_pairs"
@@ -84,11 +86,16 @@ def create_experiment(session: Session, data: ExperimentCreate) -> Experiment:
     return experiment
 
 
+def _get_or_not_found(session: Session, model: type[Row], row_id: int, noun: str) -> Row:
+    """The row with this primary key, or NotFound naming the `<noun>_id` field (an API 404)."""
+    row = session.get(model, row_id)
+    if row is None:
+        raise NotFound(f"{noun}_id", f"no {noun} {row_id}")
+    return row
+
+
 def get_experiment(session: Session, experiment_id: int) -> Experiment:
-    experiment = session.get(Experiment, experiment_id)
-    if experiment is None:
-        raise NotFound("experiment_id", f"no experiment {experiment_id}")
-    return experiment
+    return _get_or_not_found(session, Experiment, experiment_id, "experiment")
 
 
 def list_experiments(session: Session, rater_id: int | None = None) -> list[Experiment]:
@@ -303,10 +310,7 @@ def add_segments(
 
 
 def get_segment(session: Session, segment_id: int) -> Segment:
-    segment = session.get(Segment, segment_id)
-    if segment is None:
-        raise NotFound("segment_id", f"no segment {segment_id}")
-    return segment
+    return _get_or_not_found(session, Segment, segment_id, "segment")
 
 
 def segment_arrays(segment: Segment) -> SegmentArrays:
@@ -424,10 +428,7 @@ def add_pairs(
 
 
 def get_pair(session: Session, pair_id: int) -> Pair:
-    pair = session.get(Pair, pair_id)
-    if pair is None:
-        raise NotFound("pair_id", f"no pair {pair_id}")
-    return pair
+    return _get_or_not_found(session, Pair, pair_id, "pair")
 
 
 def request_pairs(session: Session, experiment_id: int, count: int, strategy: str) -> Job:
@@ -1072,10 +1073,7 @@ def enqueue_job(
 
 
 def get_job(session: Session, job_id: int) -> Job:
-    job = session.get(Job, job_id)
-    if job is None:
-        raise NotFound("job_id", f"no job {job_id}")
-    return job
+    return _get_or_not_found(session, Job, job_id, "job")
 
 
 def claim_jobs(
