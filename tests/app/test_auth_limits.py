@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CARTPOLE, World, build_world
 from fastapi.testclient import TestClient
+from helpers import CARTPOLE, World, build_world
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 

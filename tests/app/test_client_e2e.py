@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import uvicorn
-from conftest import ADMIN_TOKEN
 from fastapi import FastAPI
+from helpers import ADMIN_TOKEN
 
 from app.client import ApiError, RlhfClient
 from worker.types import Segment

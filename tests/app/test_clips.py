@@ -10,8 +10,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import CARTPOLE
 from fastapi.testclient import TestClient
+from helpers import CARTPOLE
 
 from app.settings import Settings
 from worker.render import _prefetch, encode_clip, iter_frames, render_clip, render_frames

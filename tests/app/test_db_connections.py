@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import ADMIN_TOKEN
 from fastapi.testclient import TestClient
+from helpers import ADMIN_TOKEN
 from sqlalchemy import create_engine, text
 
 import app.db

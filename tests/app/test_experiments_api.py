@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from conftest import CARTPOLE, World
 from fastapi.testclient import TestClient
+from helpers import CARTPOLE, World
 
 
 def test_create_list_get_update(client: TestClient) -> None:

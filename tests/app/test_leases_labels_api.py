@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 import numpy as np
-from conftest import World, build_world
 from fastapi.testclient import TestClient
+from helpers import World, build_world
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 

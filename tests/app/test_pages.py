@@ -7,9 +7,9 @@ from typing import get_args
 
 import numpy as np
 import pytest
-from conftest import ADMIN_TOKEN, CARTPOLE, World, build_world, segment_json
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from helpers import ADMIN_TOKEN, CARTPOLE, World, build_world, segment_json
 
 from app.pages import CSRF_COOKIE, CSRF_HEADER, TEACHER_MODE_CHOICES
 from app.schemas import TeacherMode

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import CARTPOLE, segment_json
 from fastapi.testclient import TestClient
+from helpers import CARTPOLE, segment_json
 
 
 def _experiment(client: TestClient, **overrides: object) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import socket
@@ -17,6 +16,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from postgres_databases import create_postgres_database, drop_postgres_database
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import Engine
 
@@ -29,16 +29,6 @@ from worker.types import Segment as TrajectorySegment
 
 ADMIN_TOKEN = "service-test-token"
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _app_conftest():
-    """tests/app/conftest.py's PostgreSQL helpers (a fresh database per run)."""
-    spec = importlib.util.spec_from_file_location("app_conftest", REPO / "tests" / "app" / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("app_conftest", module)  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def _free_port() -> int:
@@ -104,10 +94,8 @@ def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]
     """uvicorn in a subprocess on a fresh database; workers are started by the tests."""
     data_dir = tmp_path / "data"
     database_url = None
-    helpers = None
     if request.param == "postgres":
-        helpers = _app_conftest()
-        database_url = helpers.create_postgres_database("rlhf_service")
+        database_url = create_postgres_database("rlhf_service")
     settings = Settings(data_dir=data_dir, database_url=database_url)
     upgrade_database(settings)
     env = {**os.environ, "RLHF_DATA_DIR": str(data_dir), "RLHF_ADMIN_TOKEN": ADMIN_TOKEN}
@@ -126,8 +114,8 @@ def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]
                 process.kill()
             process.wait()
         engine.dispose()
-        if helpers is not None and database_url:
-            helpers.drop_postgres_database(database_url)
+        if database_url:
+            drop_postgres_database(database_url)
 
 
 def create_run(api: RlhfClient, name: str, labels: int, timesteps: int, mode: str = "oracle", **config: object) -> int:
