@@ -28,7 +28,8 @@ import torch  # noqa: E402
 
 from worker.config import RewardModelConfig  # noqa: E402
 from worker.device import pick_device, use_one_cpu_thread  # noqa: E402
-from worker.ppo import PPO, default_ppo_config  # noqa: E402
+from worker.env_settings import ppo_settings_for  # noqa: E402
+from worker.ppo import PPO  # noqa: E402
 from worker.reward_model import RewardEnsemble  # noqa: E402
 from worker.types import Choice, LabeledPair, Segment  # noqa: E402
 
@@ -79,7 +80,7 @@ def reward_fit_pairs_per_second(device: torch.device, pairs: list[LabeledPair], 
 
 def ppo_update_samples_per_second(device: torch.device, num_envs: int, num_steps: int, repeats: int) -> float:
     """Valid rollout steps x epochs per second of `PPO.update` on one collected rollout (after a warm-up)."""
-    config = replace(default_ppo_config(ENV_ID), num_envs=num_envs, num_steps=num_steps)
+    config = replace(ppo_settings_for(ENV_ID), num_envs=num_envs, num_steps=num_steps)
     ppo = PPO(ENV_ID, config, total_timesteps=100 * config.batch_size * (repeats + 1), seed=0, device=device)
     try:
         rollout = ppo.collect()

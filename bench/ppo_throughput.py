@@ -9,7 +9,7 @@ Agents:
     sb3       stable-baselines3 PPO with rl-zoo3's CartPole-v1 hyperparameters (n_envs 8, n_steps 32,
               batch_size 256, gae_lambda 0.8, gamma 0.98, n_epochs 20, ent_coef 0, lin_1e-3, lin_0.2).
     ours-zoo  worker.ppo with the same hyperparameters (same work per env step: a like-for-like speed check).
-    ours      worker.ppo with default_ppo_config("CartPole-v1") (our tuned defaults).
+    ours      worker.ppo with ppo_settings_for("CartPole-v1") (our tuned defaults).
 
 Run:  .venv/bin/python bench/ppo_throughput.py [--steps 50000] [--seeds 0 1 2] [--agents sb3 ours-zoo ours]
 Needs the `bench` extra (stable-baselines3).
@@ -32,8 +32,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from rl_zoo import CARTPOLE_N_ENVS, CARTPOLE_PPO, sb3_cartpole_kwargs  # noqa: E402
 
+from worker.config import PPOConfig  # noqa: E402
+from worker.env_settings import ppo_settings_for  # noqa: E402
 from worker.envs import make_vec_env  # noqa: E402
-from worker.ppo import PPO, PPOConfig, default_ppo_config  # noqa: E402
+from worker.ppo import PPO  # noqa: E402
 
 ENV_ID = "CartPole-v1"
 EVAL_SEED = 10_000
@@ -197,7 +199,7 @@ def main() -> None:
             elif agent == "ours-zoo":
                 r = run_ours(agent, ZOO_CONFIG, args.steps, seed, args.eval_every, args.episodes)
             elif agent == "ours":
-                config = default_ppo_config(ENV_ID)
+                config = ppo_settings_for(ENV_ID)
                 r = run_ours(agent, config, args.steps, seed, args.eval_every, args.episodes)
             else:
                 raise SystemExit(f"unknown agent {agent!r}")

@@ -1,21 +1,83 @@
-"""Training hyperparameters of one run: a frozen dataclass saved with every result."""
+"""Training hyperparameters of one run: frozen dataclasses saved with every result.
+
+Per-env defaults (PPO settings, run length, segment length) are data in `worker.env_settings`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
-# Env steps per run when --timesteps is not given: enough for PPO on the learned reward to settle.
-DEFAULT_TIMESTEPS = {
-    "CartPole-v1": 80_000,
-    "Acrobot-v1": 150_000,
-    "Pendulum-v1": 60_000,
-    "MountainCarContinuous-v0": 150_000,
-}
-FALLBACK_TIMESTEPS = 200_000
+# Hidden-layer activations the agent's MLPs can use (worker.ppo maps each name to its module).
+ACTIVATIONS = ("tanh", "relu")
 
-# Segment length per env when not given: long enough to contain a failure or a swing-up.
-DEFAULT_SEGMENT_LENGTH = {"CartPole-v1": 50, "Acrobot-v1": 50, "Pendulum-v1": 50}
-FALLBACK_SEGMENT_LENGTH = 50
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """PPO hyperparameters; saved with every run. Tuned values per env live in `worker.env_settings`."""
+
+    num_envs: int = 4
+    """number of sub-envs stepped in parallel"""
+    num_steps: int = 128
+    """steps per sub-env in one rollout (rollout size = num_envs * num_steps)"""
+    gamma: float = 0.99
+    """discount factor"""
+    gae_lambda: float = 0.95
+    """lambda of Generalized Advantage Estimation"""
+    update_epochs: int = 4
+    """passes over the rollout in one update"""
+    num_minibatches: int = 4
+    """minibatches per epoch (minibatch size = valid steps in the rollout / num_minibatches)"""
+    learning_rate: float = 2.5e-4
+    """Adam learning rate (at the start, when annealed)"""
+    anneal_lr: bool = True
+    """anneal the learning rate linearly to 0 over the total timesteps given to PPO"""
+    clip_coef: float = 0.2
+    """surrogate clipping coefficient epsilon"""
+    anneal_clip: bool = False
+    """anneal clip_coef linearly to 0 over the total timesteps, like rl-zoo3's `lin_0.2`"""
+    clip_vloss: bool = False
+    """clip the value loss around the rollout's value estimates (with clip_coef), as in the PPO paper's code"""
+    ent_coef: float = 0.0
+    """entropy bonus coefficient"""
+    vf_coef: float = 0.5
+    """value loss coefficient"""
+    max_grad_norm: float = 0.5
+    """global gradient norm clip"""
+    target_kl: float | None = None
+    """stop the update's epochs early when the approximate KL passes this (None: never)"""
+    norm_adv: bool = True
+    """normalize advantages per minibatch"""
+    norm_obs: bool = False
+    """normalize observations with a running mean/std (kept in the trainer, saved in state_dict)"""
+    obs_clip: float = 10.0
+    """clip normalized observations to [-obs_clip, obs_clip]"""
+    hidden_size: int = 64
+    """width of the two hidden layers of the actor and of the critic"""
+    activation: str = "tanh"
+    """hidden-layer activation: "tanh" (CleanRL, SB3) or "relu" """
+    init_log_std: float = 0.0
+    """initial log standard deviation of the Gaussian policy (continuous actions only)"""
+
+    def __post_init__(self) -> None:
+        for name in ("num_envs", "num_steps", "update_epochs", "num_minibatches", "hidden_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"PPOConfig.{name} must be at least 1, got {getattr(self, name)}")
+        if self.num_minibatches > self.num_envs * self.num_steps:
+            raise ValueError(
+                f"PPOConfig.num_minibatches ({self.num_minibatches}) exceeds the rollout size "
+                f"num_envs * num_steps = {self.num_envs * self.num_steps}"
+            )
+        if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
+            raise ValueError(f"gamma and gae_lambda must lie in [0, 1], got {self.gamma}, {self.gae_lambda}")
+        if self.learning_rate <= 0 or self.clip_coef <= 0 or self.max_grad_norm <= 0:
+            raise ValueError("learning_rate, clip_coef and max_grad_norm must be positive")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"PPOConfig.activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+
+    @property
+    def batch_size(self) -> int:
+        """Env steps in one rollout: num_envs * num_steps."""
+        return self.num_envs * self.num_steps
 
 
 @dataclass(frozen=True)
@@ -82,17 +144,19 @@ class RunConfig:
     """Episodes per evaluation on the true reward."""
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
     """How the reward ensemble is built and trained."""
+    ppo: PPOConfig | None = None
+    """PPO hyperparameters; None picks the env's tuned ones (`worker.env_settings`)."""
 
     def resolved(self) -> RunConfig:
-        """The same config with env-dependent defaults filled in."""
-        return RunConfig(
-            **{
-                **asdict(self),
-                "timesteps": self.timesteps or DEFAULT_TIMESTEPS.get(self.env_id, FALLBACK_TIMESTEPS),
-                "segment_length": self.segment_length
-                or DEFAULT_SEGMENT_LENGTH.get(self.env_id, FALLBACK_SEGMENT_LENGTH),
-                "reward_model": self.reward_model,
-            }
+        """The same config with env-dependent defaults filled in (timesteps, segment_length, ppo)."""
+        from worker.env_settings import settings_for  # env_settings is built from PPOConfig above
+
+        settings = settings_for(self.env_id)
+        return replace(
+            self,
+            timesteps=self.timesteps or settings.timesteps,
+            segment_length=self.segment_length or settings.segment_length,
+            ppo=self.ppo or settings.ppo,
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -100,4 +164,12 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> RunConfig:
-        return cls(**{**data, "reward_model": RewardModelConfig(**data.get("reward_model", {}))})
+        """Rebuild from `to_dict()` output; dicts saved before a field existed get its default."""
+        ppo = data.get("ppo")
+        return cls(
+            **{
+                **data,
+                "reward_model": RewardModelConfig(**data.get("reward_model", {})),
+                "ppo": PPOConfig(**ppo) if ppo is not None else None,
+            }
+        )

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worker.config import RunConfig
+from worker.config import PPOConfig, RunConfig
 from worker.device import pick_device, use_one_cpu_thread
 from worker.envs import describe_env
 from worker.metrics import MetricsLogger, plot_curve
 from worker.pairs import select_pairs
-from worker.ppo import PPO, PPOConfig, Rollout, default_ppo_config
+from worker.ppo import PPO, Rollout
 from worker.reward_model import RewardEnsemble
 from worker.segments import cut_segments
 from worker.teachers import make_teacher
@@ -98,7 +98,8 @@ class Learner:
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
         spaces = describe_env(config.env_id)
-        self.ppo_config = default_ppo_config(config.env_id)
+        assert config.ppo is not None  # resolved() fills it
+        self.ppo_config = config.ppo
         self.ppo = PPO(config.env_id, self.ppo_config, config.timesteps, config.seed, self.device)
         self.reward_model = RewardEnsemble(
             spaces.obs_shape[0],

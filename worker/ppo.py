@@ -24,149 +24,9 @@ from gymnasium.vector import VectorEnv
 from torch import nn
 from torch.nn import functional as F
 
+from worker.config import PPOConfig
+from worker.env_settings import ppo_settings_for
 from worker.envs import EnvSpaces, env_spaces, make_vec_env, max_episode_steps, validate_env_id
-
-
-@dataclass(frozen=True)
-class PPOConfig:
-    """PPO hyperparameters; saved with every run. See `default_ppo_config` for tuned values per env."""
-
-    num_envs: int = 4
-    """number of sub-envs stepped in parallel"""
-    num_steps: int = 128
-    """steps per sub-env in one rollout (rollout size = num_envs * num_steps)"""
-    gamma: float = 0.99
-    """discount factor"""
-    gae_lambda: float = 0.95
-    """lambda of Generalized Advantage Estimation"""
-    update_epochs: int = 4
-    """passes over the rollout in one update"""
-    num_minibatches: int = 4
-    """minibatches per epoch (minibatch size = valid steps in the rollout / num_minibatches)"""
-    learning_rate: float = 2.5e-4
-    """Adam learning rate (at the start, when annealed)"""
-    anneal_lr: bool = True
-    """anneal the learning rate linearly to 0 over the total timesteps given to PPO"""
-    clip_coef: float = 0.2
-    """surrogate clipping coefficient epsilon"""
-    anneal_clip: bool = False
-    """anneal clip_coef linearly to 0 over the total timesteps, like rl-zoo3's `lin_0.2`"""
-    clip_vloss: bool = False
-    """clip the value loss around the rollout's value estimates (with clip_coef), as in the PPO paper's code"""
-    ent_coef: float = 0.0
-    """entropy bonus coefficient"""
-    vf_coef: float = 0.5
-    """value loss coefficient"""
-    max_grad_norm: float = 0.5
-    """global gradient norm clip"""
-    target_kl: float | None = None
-    """stop the update's epochs early when the approximate KL passes this (None: never)"""
-    norm_adv: bool = True
-    """normalize advantages per minibatch"""
-    norm_obs: bool = False
-    """normalize observations with a running mean/std (kept in the trainer, saved in state_dict)"""
-    obs_clip: float = 10.0
-    """clip normalized observations to [-obs_clip, obs_clip]"""
-    hidden_size: int = 64
-    """width of the two hidden layers of the actor and of the critic"""
-    activation: str = "tanh"
-    """hidden-layer activation: "tanh" (CleanRL, SB3) or "relu" """
-    init_log_std: float = 0.0
-    """initial log standard deviation of the Gaussian policy (continuous actions only)"""
-
-    def __post_init__(self) -> None:
-        for name in ("num_envs", "num_steps", "update_epochs", "num_minibatches", "hidden_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"PPOConfig.{name} must be at least 1, got {getattr(self, name)}")
-        if self.num_minibatches > self.num_envs * self.num_steps:
-            raise ValueError(
-                f"PPOConfig.num_minibatches ({self.num_minibatches}) exceeds the rollout size "
-                f"num_envs * num_steps = {self.num_envs * self.num_steps}"
-            )
-        if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
-            raise ValueError(f"gamma and gae_lambda must lie in [0, 1], got {self.gamma}, {self.gae_lambda}")
-        if self.learning_rate <= 0 or self.clip_coef <= 0 or self.max_grad_norm <= 0:
-            raise ValueError("learning_rate, clip_coef and max_grad_norm must be positive")
-        if self.activation not in _ACTIVATIONS:
-            raise ValueError(f"PPOConfig.activation must be one of {sorted(_ACTIVATIONS)}, got {self.activation!r}")
-
-    @property
-    def batch_size(self) -> int:
-        """Env steps in one rollout: num_envs * num_steps."""
-        return self.num_envs * self.num_steps
-
-
-def default_ppo_config(env_id: str) -> PPOConfig:
-    """PPO hyperparameters tuned for `env_id` on its true reward; CleanRL's defaults for other envs.
-
-    Args:
-        env_id: a registered Gymnasium id.
-
-    Raises:
-        ValueError: for an id not in Gymnasium's registry.
-    """
-    validate_env_id(env_id)
-    if env_id == "CartPole-v1":
-        # rl-zoo3's settings with twice the envs, half the epochs, gamma 0.99 / lambda 0.95 and a small entropy
-        # bonus: half the gradient steps per env step, and fewer late collapses of the deterministic policy.
-        return PPOConfig(
-            num_envs=16,
-            num_steps=32,
-            gamma=0.99,
-            gae_lambda=0.95,
-            update_epochs=10,
-            num_minibatches=2,
-            learning_rate=1e-3,
-            anneal_lr=True,
-            clip_coef=0.2,
-            anneal_clip=True,
-            ent_coef=0.01,
-        )
-    if env_id == "Acrobot-v1":
-        return PPOConfig(
-            num_envs=16,
-            num_steps=64,
-            gamma=0.99,
-            gae_lambda=0.94,
-            update_epochs=4,
-            num_minibatches=4,
-            learning_rate=1e-3,
-            ent_coef=0.0,
-            # Observation normalization made Acrobot (and CartPole) worse here: the first stats come from the
-            # narrow start-state distribution and the inputs shift a lot as the policy improves.
-            norm_obs=False,
-        )
-    if env_id == "Pendulum-v1":
-        # rl-zoo3's settings (without gSDE) with 512-sample minibatches, twice the learning rate and a looser
-        # gradient clip: the same progress per env step for 1/8 of the gradient steps.
-        return PPOConfig(
-            num_envs=4,
-            num_steps=1024,
-            gamma=0.9,
-            gae_lambda=0.95,
-            update_epochs=10,
-            num_minibatches=8,
-            learning_rate=2e-3,
-            clip_coef=0.2,
-            ent_coef=0.0,
-            max_grad_norm=2.0,
-            norm_obs=False,
-        )
-    if env_id == "MountainCarContinuous-v0":
-        return PPOConfig(
-            num_envs=8,
-            num_steps=256,
-            gamma=0.99,
-            gae_lambda=0.9,
-            update_epochs=10,
-            num_minibatches=8,
-            learning_rate=3e-4,
-            clip_coef=0.2,
-            ent_coef=0.005,
-            max_grad_norm=5.0,
-            norm_obs=True,
-        )
-    return PPOConfig()
 
 
 class RunningMeanStd:
@@ -436,7 +296,7 @@ class PPO:
 
         Args:
             env_id: a registered Gymnasium id with a flat Box observation space.
-            config: hyperparameters, e.g. `default_ppo_config(env_id)`.
+            config: hyperparameters, e.g. `ppo_settings_for(env_id)` from `worker.env_settings`.
             total_timesteps: env steps the caller plans to train for (annealing reaches 0 there).
             seed: seeds the envs, the network init, action sampling and minibatch shuffling.
             device: torch device for the networks and the update.
@@ -922,7 +782,7 @@ def train_true_reward(
         total_timesteps: env steps to train for (rounded up to whole rollouts).
         seed: seed for envs, networks and sampling.
         device: torch device for the networks.
-        config: hyperparameters; `default_ppo_config(env_id)` when None.
+        config: hyperparameters; `ppo_settings_for(env_id)` when None.
         eval_every: evaluate the deterministic policy about every this many env steps (at the first rollout
             boundary past each multiple), and always at the end; None: only at the end.
         progress: called after every update with (timesteps, metrics), metrics including "env/episode_return"
@@ -932,7 +792,7 @@ def train_true_reward(
     Returns:
         The trained learner and its evaluation history.
     """
-    cfg = config if config is not None else default_ppo_config(env_id)
+    cfg = config if config is not None else ppo_settings_for(env_id)
     ppo = PPO(env_id, cfg, total_timesteps, seed, device)
     evals: list[EvalPoint] = []
     train_wall = 0.0

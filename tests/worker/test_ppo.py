@@ -11,8 +11,10 @@ import pytest
 import torch
 from gymnasium import spaces
 
+from worker.config import PPOConfig
+from worker.env_settings import ppo_settings_for
 from worker.envs import describe_env, make_vec_env, validate_env_id
-from worker.ppo import PPO, PPOConfig, compute_gae, default_ppo_config, train_true_reward
+from worker.ppo import PPO, compute_gae, train_true_reward
 
 CPU = torch.device("cpu")
 TINY = PPOConfig(num_envs=2, num_steps=16, update_epochs=2, num_minibatches=2, learning_rate=1e-3)
@@ -136,7 +138,7 @@ def test_cartpole_uses_the_native_vector_env_and_pendulum_the_sync_one():
     ],
 )
 def test_collect_update_and_evaluate_run_on_each_supported_env(env_id, obs_dim, action_shape, action_dtype):
-    config = default_ppo_config(env_id)
+    config = ppo_settings_for(env_id)
     small = replace(config, num_envs=2, num_steps=16, update_epochs=2, num_minibatches=2)
     ppo = PPO(env_id, small, total_timesteps=64, seed=0, device=CPU)
     rollout = ppo.collect()
