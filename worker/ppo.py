@@ -14,19 +14,16 @@ is simply the value at the following (no-op) step, and no-op steps are left out 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 from gymnasium.vector import VectorEnv
 from torch import nn
-from torch.nn import functional as F
 
 from worker.config import PPOConfig
-from worker.env_settings import ppo_settings_for
 from worker.envs import EnvSpaces, env_spaces, make_vec_env, max_episode_steps, validate_env_id
+from worker.ppo_fast import adam_step, clip_grad_norm, numpy_mlp
 
 
 class RunningMeanStd:
@@ -94,8 +91,7 @@ class Agent(nn.Module):
 
     Discrete actions: the actor gives logits. Continuous actions: the actor gives the mean of a diagonal Gaussian
     in a normalized action space where [-1, 1] maps onto the env's bounds; the log std is a state-independent
-    parameter. Distributions are written out by hand (no `torch.distributions`), and the MLPs are run with
-    `F.linear` rather than module calls: with networks this small, per-call overhead is most of the cost.
+    parameter. Distributions are written out by hand (no `torch.distributions`).
     """
 
     def __init__(
@@ -108,44 +104,14 @@ class Agent(nn.Module):
         self.actor = _mlp(obs_dim, hidden_size, out_dim, out_std=0.01, activation=activation)
         if not self.discrete:
             self.actor_logstd = nn.Parameter(torch.full((1, out_dim), float(init_log_std)))
-        self._act_fn = torch.tanh if activation == "tanh" else torch.relu
-        # Plain lists (not registered again): the Linear layers of each MLP, in order.
-        self._actor_layers = [m for m in self.actor if isinstance(m, nn.Linear)]
-        self._critic_layers = [m for m in self.critic if isinstance(m, nn.Linear)]
-
-    def _run(self, layers: list[nn.Linear], x: torch.Tensor) -> torch.Tensor:
-        for layer in layers[:-1]:
-            x = self._act_fn(F.linear(x, layer.weight, layer.bias))
-        return F.linear(x, layers[-1].weight, layers[-1].bias)
 
     def actor_out(self, x: torch.Tensor) -> torch.Tensor:
         """(B, obs_dim) -> (B, num_actions) logits, or (B, action_dim) Gaussian mean in normalized units."""
-        return self._run(self._actor_layers, x)
+        return self.actor(x)
 
     def get_value(self, x: torch.Tensor) -> torch.Tensor:
         """V(s): (B, obs_dim) -> (B,)."""
-        return self._run(self._critic_layers, x).squeeze(-1)
-
-    def numpy_actor(self) -> Callable[[np.ndarray], np.ndarray]:
-        """A numpy snapshot of `actor_out` for stepping envs: (B, obs_dim) float32 -> (B, A) float32.
-
-        A rollout step needs one tiny forward pass; in numpy it costs a fraction of torch's per-op dispatch. The
-        snapshot is taken once per rollout, while the parameters do not change.
-        """
-        layers = [
-            (layer.weight.detach().cpu().numpy().T.copy(), layer.bias.detach().cpu().numpy().copy())
-            for layer in self._actor_layers
-        ]
-        relu = self._act_fn is torch.relu
-
-        def forward(x: np.ndarray) -> np.ndarray:
-            for weight, bias in layers[:-1]:
-                x = x @ weight + bias
-                x = np.maximum(x, 0.0) if relu else np.tanh(x)
-            weight, bias = layers[-1]
-            return x @ weight + bias
-
-        return forward
+        return self.critic(x).squeeze(-1)
 
     def sample(self, out: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
         """Pick actions from the actor's output.
@@ -176,13 +142,6 @@ class Agent(nn.Module):
             logp_all = torch.log_softmax(out, dim=-1)
             return -(logp_all.exp() * logp_all).sum(-1)
         return (self.actor_logstd + 0.5 + _LOG_SQRT_2PI).sum(-1).expand(out.shape[0])
-
-    def evaluate_actions(
-        self, x: torch.Tensor, action: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Log-probability, entropy and value for given observations (B, obs_dim) and actions: (B,) each."""
-        out = self.actor_out(x)
-        return self.logprob(out, action), self.entropy(out), self.get_value(x)
 
 
 def compute_gae(
@@ -408,7 +367,7 @@ class PPO:
         with torch.no_grad():
             out_dim = self.spaces.num_actions if self.spaces.discrete else int(np.prod(act_shape))
             noise = self._sampling_noise((T, N, out_dim)).cpu().numpy()
-            actor = self.agent.numpy_actor()
+            actor = numpy_mlp(self.agent.actor)  # fast path: numpy forward passes while stepping envs
             std = None if self.spaces.discrete else np.exp(self.agent.actor_logstd.detach().cpu().numpy())
             for step in range(T):
                 obs_buf[step] = next_obs
@@ -500,42 +459,6 @@ class PPO:
             self.config.gae_lambda,
         )
 
-    def _clip_grad_norm(self, grads: list[torch.Tensor]) -> None:
-        """PPO detail: global gradient-norm clipping (`nn.utils.clip_grad_norm_`'s maths in four foreach ops)."""
-        total_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-        clip = torch.clamp(self.config.max_grad_norm / (total_norm + 1e-6), max=1.0)
-        torch._foreach_mul_(grads, clip)
-
-    def _adam_step(self, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
-        """`self.optimizer.step()`, calling the fused Adam kernel directly once the optimizer state exists.
-
-        `torch.optim.Adam.step` spends ~10x longer in Python bookkeeping than in its fused kernel for networks this
-        small. The state tensors stay the optimizer's own, so `optimizer.state_dict()` is unchanged.
-        """
-        state = self.optimizer.state
-        if not hasattr(torch, "_fused_adam_") or any(p not in state for p in params):
-            self.optimizer.step()
-            return
-        group = self.optimizer.param_groups[0]
-        beta1, beta2 = group["betas"]
-        steps = [state[p]["step"] for p in params]
-        torch._foreach_add_(steps, 1)
-        torch._fused_adam_(
-            params,
-            grads,
-            [state[p]["exp_avg"] for p in params],
-            [state[p]["exp_avg_sq"] for p in params],
-            [],
-            steps,
-            lr=float(group["lr"]),
-            beta1=beta1,
-            beta2=beta2,
-            weight_decay=group["weight_decay"],
-            eps=group["eps"],
-            amsgrad=False,
-            maximize=False,
-        )
-
     def update(self, rollout: Rollout, rewards: np.ndarray | None = None) -> dict[str, float]:
         """Run the PPO epochs on one rollout.
 
@@ -623,12 +546,12 @@ class PPO:
                     entropy_loss = self.agent.entropy(newout).mean()
                     loss = loss - cfg.ent_coef * entropy_loss
 
-                for p in params:  # zero_grad(set_to_none=True), without the optimizer's hooks
-                    p.grad = None
+                self.optimizer.zero_grad()
                 loss.backward()
-                grads = [p.grad for p in params]
-                self._clip_grad_norm(grads)  # type: ignore[arg-type]
-                self._adam_step(params, grads)  # type: ignore[arg-type]
+                # PPO detail: global gradient-norm clipping. Both calls are fast paths (`worker.ppo_fast`) for
+                # nn.utils.clip_grad_norm_(params, cfg.max_grad_norm) and self.optimizer.step().
+                clip_grad_norm([p.grad for p in params if p.grad is not None], cfg.max_grad_norm)
+                adam_step(self.optimizer, params)
                 pg_losses.append(pg_loss.detach())
                 v_losses.append(v_loss.detach())
             epochs_run += 1
@@ -730,92 +653,3 @@ class PPO:
         for env in self._eval_envs.values():
             env.close()
         self._eval_envs.clear()
-
-
-@dataclass(frozen=True)
-class EvalPoint:
-    """One evaluation during training: env steps so far, training wall seconds so far, true return mean/std."""
-
-    timesteps: int
-    train_wall_s: float
-    mean_return: float
-    std_return: float
-
-
-@dataclass
-class TrainResult:
-    """What `train_true_reward` returns.
-
-    Attributes:
-        ppo: the trained learner (envs still open; call `ppo.close()` when done).
-        evals: evaluations in order, the last one at the end of training.
-        train_wall_s: wall seconds spent in collect() and update() (evaluation excluded).
-    """
-
-    ppo: PPO
-    evals: list[EvalPoint]
-    train_wall_s: float
-
-    def first_reaching(self, threshold: float) -> EvalPoint | None:
-        """The first evaluation with mean return >= threshold, or None."""
-        return next((e for e in self.evals if e.mean_return >= threshold), None)
-
-    @property
-    def final(self) -> EvalPoint:
-        return self.evals[-1]
-
-
-def train_true_reward(
-    env_id: str,
-    total_timesteps: int,
-    seed: int,
-    device: torch.device,
-    config: PPOConfig | None = None,
-    eval_every: int | None = None,
-    progress: Callable[[int, dict[str, float]], None] | None = None,
-    eval_episodes: int = 20,
-) -> TrainResult:
-    """PPO on the env's own reward: the upper-bound baseline for `rlhf run --true-reward`.
-
-    Args:
-        env_id: a registered Gymnasium id.
-        total_timesteps: env steps to train for (rounded up to whole rollouts).
-        seed: seed for envs, networks and sampling.
-        device: torch device for the networks.
-        config: hyperparameters; `ppo_settings_for(env_id)` when None.
-        eval_every: evaluate the deterministic policy about every this many env steps (at the first rollout
-            boundary past each multiple), and always at the end; None: only at the end.
-        progress: called after every update with (timesteps, metrics), metrics including "env/episode_return"
-            (mean over episodes finished in the rollout, when any) and "env/true_return" after an evaluation.
-        eval_episodes: episodes per evaluation.
-
-    Returns:
-        The trained learner and its evaluation history.
-    """
-    cfg = config if config is not None else ppo_settings_for(env_id)
-    ppo = PPO(env_id, cfg, total_timesteps, seed, device)
-    evals: list[EvalPoint] = []
-    train_wall = 0.0
-    next_eval = eval_every if eval_every else None
-    while ppo.timesteps < total_timesteps:
-        t0 = time.perf_counter()
-        rollout = ppo.collect()
-        metrics = ppo.update(rollout)
-        train_wall += time.perf_counter() - t0
-        if rollout.episode_returns:
-            metrics["env/episode_return"] = float(np.mean(rollout.episode_returns))
-        done = ppo.timesteps >= total_timesteps
-        if done or (next_eval is not None and ppo.timesteps >= next_eval):
-            mean, std = ppo.evaluate(eval_episodes)
-            evals.append(EvalPoint(ppo.timesteps, train_wall, mean, std))
-            metrics["env/true_return"] = mean
-            while next_eval is not None and eval_every and next_eval <= ppo.timesteps:
-                next_eval += eval_every
-        if progress is not None:
-            progress(ppo.timesteps, metrics)
-    return TrainResult(ppo=ppo, evals=evals, train_wall_s=train_wall)
-
-
-def config_with(config: PPOConfig, **changes: object) -> PPOConfig:
-    """A copy of `config` with some fields changed (validated again)."""
-    return replace(config, **changes)  # type: ignore[arg-type]

@@ -14,7 +14,8 @@ from gymnasium import spaces
 from worker.config import PPOConfig
 from worker.env_settings import ppo_settings_for
 from worker.envs import describe_env, make_vec_env, validate_env_id
-from worker.ppo import PPO, compute_gae, train_true_reward
+from worker.ppo import PPO, RunningMeanStd, compute_gae
+from worker.ppo_baseline import train_true_reward
 
 CPU = torch.device("cpu")
 TINY = PPOConfig(num_envs=2, num_steps=16, update_epochs=2, num_minibatches=2, learning_rate=1e-3)
@@ -210,3 +211,28 @@ def test_ppo_on_the_true_cartpole_reward_reaches_195():
     best = max(e.mean_return for e in result.evals)
     result.ppo.close()
     assert best >= 195, [e.mean_return for e in result.evals]
+
+
+# ----------------------------------------------------------------------------------------------------- normalizer
+def test_running_mean_std_matches_numpy_on_the_concatenated_batches(rng):
+    batches = [rng.normal(loc=3.0, scale=2.0, size=(n, 3)) for n in (1, 7, 50, 200)]
+    rms = RunningMeanStd((3,), epsilon=1e-12)
+    for batch in batches:
+        rms.update(batch)
+    everything = np.concatenate(batches)
+    np.testing.assert_allclose(rms.mean, everything.mean(axis=0), rtol=1e-9)
+    np.testing.assert_allclose(rms.var, everything.var(axis=0), rtol=1e-9)
+    assert rms.count == pytest.approx(len(everything))
+
+
+def test_running_mean_std_state_dict_round_trips(rng, tmp_path):
+    rms = RunningMeanStd((2,))
+    rms.update(rng.normal(size=(10, 2)))
+    torch.save(rms.state_dict(), tmp_path / "rms.pt")
+    restored = RunningMeanStd((2,))
+    restored.load_state_dict(torch.load(tmp_path / "rms.pt", weights_only=True))
+    np.testing.assert_array_equal(restored.mean, rms.mean)
+    np.testing.assert_array_equal(restored.var, rms.var)
+    assert restored.count == rms.count
+    x = rng.normal(size=(4, 2))
+    np.testing.assert_array_equal(restored.normalize(x, 10.0), rms.normalize(x, 10.0))
