@@ -15,7 +15,7 @@ class EnvSettings:
     """The defaults for one env."""
 
     ppo: PPOConfig
-    """PPO hyperparameters, tuned on the env's true reward."""
+    """PPO hyperparameters, tuned on the env's true reward (only what differs from `PPOConfig()` is spelled out)."""
     timesteps: int
     """Env steps per run when the run config gives none: enough for PPO on the learned reward to settle."""
     segment_length: int
@@ -36,13 +36,9 @@ ENV_SETTINGS: dict[str, EnvSettings] = {
         ppo=PPOConfig(
             num_envs=16,
             num_steps=32,
-            gamma=0.99,
-            gae_lambda=0.95,
             update_epochs=10,
             num_minibatches=2,
             learning_rate=1e-3,
-            anneal_lr=True,
-            clip_coef=0.2,
             anneal_clip=True,
             ent_coef=0.01,
         ),
@@ -55,17 +51,7 @@ ENV_SETTINGS: dict[str, EnvSettings] = {
         ),
     ),
     "Acrobot-v1": EnvSettings(
-        ppo=PPOConfig(
-            num_envs=16,
-            num_steps=64,
-            gamma=0.99,
-            gae_lambda=0.94,
-            update_epochs=4,
-            num_minibatches=4,
-            learning_rate=1e-3,
-            ent_coef=0.0,
-            norm_obs=False,
-        ),
+        ppo=PPOConfig(num_envs=16, num_steps=64, gae_lambda=0.94, learning_rate=1e-3),
         timesteps=150_000,
         segment_length=50,
         why=(
@@ -77,17 +63,7 @@ ENV_SETTINGS: dict[str, EnvSettings] = {
     ),
     "Pendulum-v1": EnvSettings(
         ppo=PPOConfig(
-            num_envs=4,
-            num_steps=1024,
-            gamma=0.9,
-            gae_lambda=0.95,
-            update_epochs=10,
-            num_minibatches=8,
-            learning_rate=2e-3,
-            clip_coef=0.2,
-            ent_coef=0.0,
-            max_grad_norm=2.0,
-            norm_obs=False,
+            num_steps=1024, gamma=0.9, update_epochs=10, num_minibatches=8, learning_rate=2e-3, max_grad_norm=2.0
         ),
         timesteps=60_000,
         segment_length=50,
@@ -100,12 +76,10 @@ ENV_SETTINGS: dict[str, EnvSettings] = {
         ppo=PPOConfig(
             num_envs=8,
             num_steps=256,
-            gamma=0.99,
             gae_lambda=0.9,
             update_epochs=10,
             num_minibatches=8,
             learning_rate=3e-4,
-            clip_coef=0.2,
             ent_coef=0.005,
             max_grad_norm=5.0,
             norm_obs=True,
