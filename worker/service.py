@@ -118,8 +118,6 @@ class ExperimentRunner:
         self.options = options
         self.stop = stop
         self.segments: dict[int, Segment] = {}  # segment id → arrays, so labels need no second read
-        self.labels: list[tuple[int, int, LabeledPair]] = []  # (pair id, label id, pair) of every label
-        self.last_label_id = 0
         self.last_heartbeat = 0.0
         self.last_checkpoint = time.monotonic()
         self.learner: Learner | None = None
@@ -165,9 +163,7 @@ class ExperimentRunner:
             # Every pair asked must be answered before the run ends: the label budget is spent in full.
             if store.pending_pairs(self.experiment_id):
                 self._wait_for_labels()
-            labels = self._all_labels()
-            if len(labels) != len(learner.labeled):
-                learner.fit(labels)
+            self._catch_up(learner)
         except Stopping:
             self._checkpoint()
             store.release(self.experiment_id, self.worker_id)
@@ -303,17 +299,13 @@ class ExperimentRunner:
         return segment
 
     def _all_labels(self) -> list[LabeledPair]:
-        """Every label in the store, ordered by pair then label (the order the pairs were asked in)."""
-        for label in sorted(self.store.labels(self.experiment_id), key=lambda label: label.id):
-            if label.id <= self.last_label_id:
-                continue
-            labeled = LabeledPair(
-                self._segment(label.left_segment_id), self._segment(label.right_segment_id), label.choice, label.id
-            )
-            self.labels.append((label.pair_id, label.id, labeled))
-            self.last_label_id = max(self.last_label_id, label.id)
-        self.labels.sort(key=lambda item: (item[0], item[1]))
-        return [labeled for _pair, _label, labeled in self.labels]
+        """Exactly the labels the store holds now (an undone one is gone), ordered by pair then label.
+
+        Read in full on every call, so the reward model never trains on a label a rater took back.
+        """
+        labels = self.store.labels(self.experiment_id)
+        segment = self._segment
+        return [LabeledPair(segment(x.left_segment_id), segment(x.right_segment_id), x.choice, x.id) for x in labels]
 
     # ---- ownership, clips, metrics -----------------------------------------------------------------------
     def _heartbeat(self, force: bool = False) -> None:
@@ -368,12 +360,14 @@ class ExperimentRunner:
             learner = Learner(config)
         self.learner = learner
         learner.asked = self.store.count_pairs(self.experiment_id)
+        self._catch_up(learner)
+        return learner
+
+    def _catch_up(self, learner: Learner) -> None:
+        """Refit when the stored labels differ from those the reward model was fit on (added or undone)."""
         labels = self._all_labels()
         if [p.key for p in labels] != [p.key for p in learner.labeled]:
             learner.fit(labels)
-        else:
-            learner.labeled = labels
-        return learner
 
 
 def run_worker(

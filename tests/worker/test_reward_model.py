@@ -96,3 +96,4 @@ def test_state_dict_round_trip_gives_identical_rewards(rng):
     obs = rng.normal(size=(7, 2, 3)).astype(np.float32)
     actions = np.zeros((7, 2), np.int64)
     np.testing.assert_array_equal(model.rewards(obs, actions), copy.rewards(obs, actions))
+

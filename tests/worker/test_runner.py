@@ -89,6 +89,24 @@ def test_oracle_run_finishes_with_every_label_through_the_store(tmp_path: Path) 
     assert {"env/true_return", "reward/val_accuracy"} <= last.keys()
 
 
+def test_human_mode_trains_on_exactly_the_labels_the_store_holds_after_an_undo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = MemoryStore()
+    experiment_id = store.create_experiment("CartPole-v1", tiny_run(), "human", timestep_budget=TIMESTEPS)
+    human = Human(store, experiment_id)
+    human.undo_when_answered = 5  # after the reward model has been fit on those five labels
+    monkeypatch.setattr(service.time, "sleep", human.answer)
+    run = runner(store, experiment_id, tmp_path)
+    assert run.run() == "done"
+
+    stored = [label.id for label in store.labels(experiment_id)]
+    assert len(stored) == LABELS and human.undone and human.undone[0] not in stored
+    assert run.learner is not None
+    assert [pair.key for pair in run.learner.labeled] == stored
+    assert [pair.choice for pair in run.learner.labeled].count("right") == 1
+
+
 def test_a_lost_lease_stops_the_run_without_finishing_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = MemoryStore()
     experiment_id = store.create_experiment("CartPole-v1", tiny_run(), "human", timestep_budget=TIMESTEPS)
