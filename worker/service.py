@@ -89,7 +89,11 @@ class Stopping(Exception):
 
 
 def run_config_for(experiment: ExperimentInfo) -> RunConfig:
-    """The experiment's training config: its stored "run" settings with the experiment's env and budgets."""
+    """The experiment's training config: its stored "run" settings with the experiment's env and budgets.
+
+    The worker stores the result (resolved: every env-dependent default filled in) when it starts the run, and
+    every checkpoint holds it too, so what decided the run is kept with it.
+    """
     data: dict[str, Any] = dict(experiment.config.get("run", {}))
     data["env_id"] = experiment.env_id
     if experiment.label_budget is not None:
@@ -129,6 +133,9 @@ class ExperimentRunner:
         try:
             experiment = store.experiment(self.experiment_id)
             config = run_config_for(experiment)
+            if experiment.config.get("run") != config.to_dict():
+                # Stored resolved on first start: a resumed run never resolves today's defaults again.
+                store.save_run_config(self.experiment_id, config.to_dict())
             self.render_always = bool(experiment.config.get("render_clips", False))
             self.teacher: Teacher = make_teacher(
                 config.teacher, np.random.default_rng(config.seed + 1), config.teacher_params

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from worker import config as worker_config
 from worker import service
 from worker.config import RunConfig
 from worker.memory_store import MemoryStore
@@ -122,3 +123,27 @@ def test_a_lost_lease_stops_the_run_without_finishing_it(tmp_path: Path, monkeyp
     assert runner(store, experiment_id, tmp_path, lease_seconds=0.001).run() == "lost"
     assert store.experiment(experiment_id).status == "running"
     assert not store.acquire(experiment_id, "worker-a", 30.0)
+
+
+def test_stop_then_resume_finishes_with_the_settings_it_started_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = MemoryStore()
+    experiment_id = store.create_experiment("CartPole-v1", tiny_run(timesteps=0))  # the env's default, resolved
+    monkeypatch.setitem(worker_config.DEFAULT_TIMESTEPS, "CartPole-v1", TIMESTEPS)
+    first = runner(store, experiment_id, tmp_path, stop=StopAfter(4))
+    assert first.run() == "stopped"
+    assert store.experiment(experiment_id).config["run"]["timesteps"] == TIMESTEPS
+    checkpoint = store.latest_checkpoint(experiment_id)
+    assert checkpoint is not None and 0 < checkpoint.step < TIMESTEPS
+    assert store.experiments_needing_work() == [experiment_id]  # released at once
+
+    # Today's code would pick another default; the run keeps the one it was started with.
+    monkeypatch.setitem(worker_config.DEFAULT_TIMESTEPS, "CartPole-v1", 10 * TIMESTEPS)
+    second = runner(store, experiment_id, tmp_path, worker_id="worker-b")
+    assert second.run() == "done"
+    assert second.learner is not None
+    assert second.learner.config.timesteps == TIMESTEPS
+    assert TIMESTEPS <= second.learner.ppo.timesteps < TIMESTEPS + 512
+    assert len(store.labels(experiment_id)) == LABELS
+    assert [pair.key for pair in second.learner.labeled] == [label.id for label in store.labels(experiment_id)]
