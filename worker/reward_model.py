@@ -232,8 +232,16 @@ class RewardEnsemble:
             self.optimizer = self._make_optimizer()
 
         left, right, targets = self._tensors(train_pairs)
-        # (M, n) each member's bootstrap weight of each training pair: a Poisson(1) count, the online bootstrap.
-        weights = torch.tensor(np.stack([draws[p.key][1] for p in train_pairs], axis=1), device=self.device)
+        # (M, n) each member's bootstrap resample of the training pairs: pair i appears as often as its Poisson(1)
+        # count for that member says (the counts come from its key), cut or cycled to n draws.
+        counts = np.stack([draws[p.key][1] for p in train_pairs], axis=1)
+        order = np.random.default_rng(self.seed)
+        resamples = []
+        everyone = np.arange(len(train_pairs))
+        for member_counts in counts:
+            drawn = np.repeat(everyone, member_counts) if member_counts.any() else everyone
+            resamples.append(np.resize(order.permutation(drawn), len(train_pairs)))
+        bootstrap = torch.as_tensor(np.stack(resamples))
         val = self._tensors(val_pairs) if val_pairs else (left, right, targets)
         optimizer = self.optimizer
         best_loss = self._member_losses(*val)
@@ -243,17 +251,14 @@ class RewardEnsemble:
         batch = self.config.batch_size
         for epoch in range(1, self.config.max_epochs + 1):
             epochs_run = epoch
-            shuffled = torch.randperm(len(train_pairs), device=self.device)
+            shuffled = bootstrap[:, torch.randperm(len(train_pairs))]
             for start in range(0, len(train_pairs), batch):
-                mb_idx = shuffled[start : start + batch]  # (b,)
-                mb_sum_left = self._sums(left[mb_idx].unsqueeze(0).expand(members, -1, -1, -1))
-                mb_sum_right = self._sums(right[mb_idx].unsqueeze(0).expand(members, -1, -1, -1))
-                log_left, log_right = preference_log_probs(mb_sum_left, mb_sum_right, self.config.label_noise)
-                mb_targets, mb_weights = targets[mb_idx], weights[:, mb_idx]
-                mb_loss = -(mb_targets * log_left + (1.0 - mb_targets) * log_right)  # (M, b)
-                member_loss = (mb_loss * mb_weights).sum(1) / mb_weights.sum(1).clamp(min=1.0)
+                mb_idx = shuffled[:, start : start + batch].to(self.device)  # (M, b)
+                mb_sum_left = self._sums(left[mb_idx])
+                mb_sum_right = self._sums(right[mb_idx])
+                loss = preference_loss(mb_sum_left, mb_sum_right, targets[mb_idx], self.config.label_noise)
                 optimizer.zero_grad(set_to_none=True)
-                member_loss.sum().backward()  # each member's own weighted mean loss
+                (loss * members).backward()  # each member's own mean loss
                 optimizer.step()
             val_loss = self._member_losses(*val)
             improved = val_loss < best_loss - 1e-4
@@ -280,11 +285,11 @@ class RewardEnsemble:
         return float(np.mean((probs > 0.5) == said_left))
 
     def _pair_draws(self, key: int | str) -> tuple[bool, np.ndarray]:
-        """Whether the pair with this key is validated on, and its (M,) float32 bootstrap weights per member."""
+        """Whether the pair with this key is validated on, and its (M,) int bootstrap counts per member."""
         digest = hashlib.blake2b(f"{self.seed}:{key!r}".encode(), digest_size=8).digest()
         rng = np.random.default_rng(int.from_bytes(digest, "little"))
         validated = bool(rng.random() < self.config.validation_fraction)
-        return validated, rng.poisson(1.0, self.config.ensemble_size).astype(np.float32)
+        return validated, rng.poisson(1.0, self.config.ensemble_size)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(
