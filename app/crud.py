@@ -126,8 +126,12 @@ def experiment_counts(session: Session, experiment_id: int) -> dict[str, int]:
 
 
 def update_experiment(session: Session, experiment_id: int, changes: dict[str, Any]) -> Experiment:
-    """Change mode, instructions, status or budgets; a mode switch applies from the next pair leased."""
+    """Change mode, instructions, status, budgets or config; a mode switch applies from the next pair leased.
+
+    The API's update schema has no `config`: only the worker rewrites it, to store the run's resolved settings.
+    """
     allowed = {
+        "config",
         "teacher_mode",
         "instructions",
         "status",

@@ -51,10 +51,10 @@ def synthetic_pairs(count: int, length: int, rng: np.random.Generator) -> list[L
         )
 
     pairs = []
-    for _ in range(count):
+    for key in range(count):
         left, right = segment(), segment()
         choice: Choice = "left" if left.true_return > right.true_return else "right"
-        pairs.append(LabeledPair(left, right, choice))
+        pairs.append(LabeledPair(left, right, choice, key))
     return pairs
 
 

@@ -145,11 +145,11 @@ def command_run(args: argparse.Namespace) -> int:
     with tqdm(total=total, unit="step", disable=args.no_progress, dynamic_ncols=True) as bar:
 
         def show(info: dict[str, float]) -> None:
-            bar.update(int(info["timesteps"]) - bar.n)
+            bar.update(int(info["env/timesteps"]) - bar.n)
             bar.set_postfix(
-                labels=int(info["labels"]),
-                acc=f"{info['reward_accuracy']:.2f}",
-                ret=f"{info['true_return']:.1f}",
+                labels=int(info["labels/count"]),
+                acc=f"{info['reward/val_accuracy']:.2f}",
+                ret=f"{info['env/true_return']:.1f}",
                 refresh=False,
             )
 
@@ -159,7 +159,7 @@ def command_run(args: argparse.Namespace) -> int:
     print(
         f"{m['env']}: true return {m['final_true_return']:.1f} ± {m['final_true_return_std']:.1f} "
         f"with {m['labels_used']} labels, {m['timesteps']} steps, {m['wall_seconds']:.1f} s; "
-        f"reward accuracy {m['reward_model_accuracy']:.2f}, correlation {m['reward_correlation']:.2f}"
+        f"reward accuracy {m['reward/val_accuracy']:.2f}, correlation {m['reward_correlation']:.2f}"
     )
     print(f"wrote {args.out / 'metrics.json'}, {args.out / 'curve.png'}, {args.out / 'checkpoint.pt'}")
     return 0
@@ -168,11 +168,15 @@ def command_run(args: argparse.Namespace) -> int:
 def command_eval(args: argparse.Namespace) -> int:
     if not (args.out / "checkpoint.pt").is_file():
         raise CliError(f"out: no checkpoint.pt in '{args.out}'")
-    from worker.loop import load_policy
+    from worker.loop import load_checkpoint
 
-    config, ppo = load_policy(args.out, args.device)
-    mean, std = ppo.evaluate(args.episodes, seed=config.seed + 20_000)
-    print(json.dumps({"env": config.env_id, "episodes": args.episodes, "true_return": mean, "true_return_std": std}))
+    learner = load_checkpoint(args.out / "checkpoint.pt", device=args.device)
+    try:
+        mean, std = learner.ppo.evaluate(args.episodes, seed=learner.config.seed + 20_000)
+    finally:
+        learner.ppo.close()
+    result = {"env": learner.config.env_id, "episodes": args.episodes, "true_return": mean, "true_return_std": std}
+    print(json.dumps(result))
     return 0
 
 
@@ -251,6 +255,7 @@ def command_worker(args: argparse.Namespace) -> int:
     import logging
 
     from app.settings import Settings
+    from worker.db_store import DatabaseStore
     from worker.service import StopFlag, WorkerOptions, run_worker
 
     if args.lease_seconds <= 0 or args.poll_seconds <= 0:
@@ -259,10 +264,57 @@ def command_worker(args: argparse.Namespace) -> int:
     stop = StopFlag()
     stop.install()
     options = WorkerOptions(lease_seconds=args.lease_seconds, poll_seconds=args.poll_seconds)
-    return run_worker(Settings(), options, stop, exit_when_idle=args.exit_when_idle)
+    settings = Settings()
+    store = DatabaseStore.open(settings)
+    try:
+        return run_worker(store, settings.data_dir, options, stop, exit_when_idle=args.exit_when_idle)
+    finally:
+        store.close()
 
 
 DEMO_NAME = "cartpole-demo"
+
+
+def prepare_database(settings, with_demo: bool) -> tuple[str | None, str | None]:  # noqa: ANN001 - app Settings
+    """Migrate, make sure an admin token exists, and create the demo experiment with a rater invite once.
+
+    Returns:
+        (the admin token when created or configured now, the demo rater's invite token when created now).
+    """
+    from app import crud
+    from app.db import make_engine, make_session_factory
+    from app.migrate import upgrade_database
+    from app.schemas import ExperimentCreate
+    from worker.config import RunConfig
+
+    upgrade_database(settings)
+    engine = make_engine(settings)
+    invite_token = None
+    try:
+        with make_session_factory(engine)() as session:
+            configured = settings.admin_token.get_secret_value() if settings.admin_token else None
+            _hash, admin_token = crud.ensure_admin_token(session, configured)
+            if with_demo and not crud.list_experiments(session):
+                config = RunConfig(env_id="CartPole-v1").resolved()
+                demo = crud.create_experiment(
+                    session,
+                    ExperimentCreate(
+                        name=DEMO_NAME,
+                        env_id="CartPole-v1",
+                        teacher_mode="mixed",
+                        human_timeout_seconds=300,
+                        instructions="Prefer the clip where the pole stays upright and the cart stays central.",
+                        label_budget=config.labels,
+                        timestep_budget=config.timesteps,
+                        obs_shape=[4],
+                        num_actions=2,
+                        config={"run": config.to_dict()},
+                    ),
+                )
+                _rater, invite_token = crud.create_rater(session, "demo-rater", [demo.id])
+    finally:
+        engine.dispose()
+    return admin_token or configured, invite_token
 
 
 def command_serve(args: argparse.Namespace) -> int:
@@ -273,42 +325,11 @@ def command_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from app import crud
-    from app.db import make_engine, make_session_factory
     from app.main import create_app
-    from app.migrate import upgrade_database
-    from app.schemas import ExperimentCreate
     from app.settings import Settings
 
     settings = Settings()
-    upgrade_database(settings)
-    engine = make_engine(settings)
-    invite_token = None
-    with make_session_factory(engine)() as session:
-        configured = settings.admin_token.get_secret_value() if settings.admin_token else None
-        _hash, admin_token = crud.ensure_admin_token(session, configured)
-        admin_token = admin_token or configured
-        if not args.no_demo and not crud.list_experiments(session):
-            from worker.config import RunConfig
-
-            config = RunConfig(env_id="CartPole-v1").resolved()
-            demo = crud.create_experiment(
-                session,
-                ExperimentCreate(
-                    name=DEMO_NAME,
-                    env_id="CartPole-v1",
-                    teacher_mode="mixed",
-                    human_timeout_seconds=300,
-                    instructions="Prefer the clip where the pole stays upright and the cart stays central.",
-                    label_budget=config.labels,
-                    timestep_budget=config.timesteps,
-                    obs_shape=[4],
-                    num_actions=2,
-                    config={"run": config.to_dict()},
-                ),
-            )
-            _rater, invite_token = crud.create_rater(session, "demo-rater", [demo.id])
-    engine.dispose()
+    admin_token, invite_token = prepare_database(settings, with_demo=not args.no_demo)
 
     base = f"http://{args.host}:{args.port}"
     env = {**os.environ, "RLHF_DATA_DIR": str(settings.data_dir.resolve())}

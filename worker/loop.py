@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from worker.config import PPOConfig, RunConfig
+from worker.config import RunConfig
 from worker.device import pick_device, use_one_cpu_thread
 from worker.envs import describe_env
 from worker.metrics import MetricsLogger, plot_curve
@@ -24,7 +26,7 @@ from worker.pairs import select_pairs
 from worker.ppo import PPO, Rollout
 from worker.reward_model import RewardEnsemble
 from worker.segments import cut_segments
-from worker.teachers import make_teacher
+from worker.teachers import Teacher, make_teacher
 from worker.types import LabeledPair, Segment
 
 # Segments per rollout set aside, never queried, to measure how well learned sums track true sums.
@@ -34,6 +36,8 @@ HELDOUT_MAX = 400
 SEGMENTS_PER_CHUNK = 2
 # The labels after the initial share are asked in about this many batches.
 QUERY_BATCHES = 10
+# Bump when the checkpoint's content changes, so an old file is refused with a clear message.
+CHECKPOINT_VERSION = 2
 
 
 def labels_due(config: RunConfig, timesteps: int) -> int:
@@ -52,12 +56,11 @@ def labels_due(config: RunConfig, timesteps: int) -> int:
 
 @dataclass
 class RunResult:
-    """What a finished run leaves: the metrics.json content and the trained parts."""
+    """What a finished run leaves: the metrics.json content, the learner and its teacher."""
 
     metrics: dict
-    ppo: PPO
-    reward_model: RewardEnsemble
-    config: RunConfig
+    learner: Learner
+    teacher: Teacher
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
@@ -135,16 +138,22 @@ class Learner:
         return [segment for batch in self.pool for segment in batch]
 
     def evaluate(self) -> dict[str, float]:
-        """Score the deterministic policy on the true reward; the point is appended to `curve`."""
+        """Score the deterministic policy on the true reward; the point is appended to `curve`.
+
+        Returns:
+            The point, under the names the worker stores its metric series by: env/timesteps, env/true_return,
+            env/true_return_std, labels/count, reward/val_accuracy (NaN before the first fit),
+            time/wall_seconds.
+        """
         mean, std = self.ppo.evaluate(self.config.eval_episodes, seed=self.config.seed + 10_000)
         self.last_return = mean
         point = {
-            "labels": len(self.labeled),
-            "timesteps": self.ppo.timesteps,
-            "true_return": mean,
-            "true_return_std": std,
-            "reward_accuracy": self.reward_model.validation_accuracy,
-            "wall_seconds": self.wall_seconds,
+            "env/timesteps": float(self.ppo.timesteps),
+            "env/true_return": mean,
+            "env/true_return_std": std,
+            "labels/count": float(len(self.labeled)),
+            "reward/val_accuracy": self.reward_model.validation_accuracy,
+            "time/wall_seconds": self.wall_seconds,
         }
         self.curve.append(point)
         self.logger.record("env/true_return", mean)
@@ -223,13 +232,52 @@ class Learner:
 
     def progress_info(self) -> dict[str, float]:
         return {
-            "labels": len(self.labeled),
-            "timesteps": self.ppo.timesteps,
-            "reward_accuracy": self.reward_model.validation_accuracy,
-            "true_return": self.last_return,
+            "labels/count": float(len(self.labeled)),
+            "env/timesteps": float(self.ppo.timesteps),
+            "reward/val_accuracy": self.reward_model.validation_accuracy,
+            "env/true_return": self.last_return,
         }
 
-    def finish(self) -> RunResult:
+    # ---- persistence ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to go on as this one would have (not the envs' open episodes)."""
+        return {
+            "config": self.config.to_dict(),
+            "ppo": self.ppo.state_dict(),
+            "reward_model": self.reward_model.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "pool": list(self.pool),
+            "heldout": self.heldout,
+            "unsegmented": self.unsegmented,
+            "labeled": self.labeled,
+            "asked": self.asked,
+            "curve": self.curve,
+            "next_eval": self.next_eval,
+            "last_return": self.last_return,
+            "wall_seconds": self.wall_seconds,
+            "history": self.logger.rows,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict()` saved into a learner built with the same config."""
+        self.ppo.load_state_dict(state["ppo"])
+        self.reward_model.load_state_dict(state["reward_model"])
+        self.rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        self.pool = deque(state["pool"], maxlen=self.config.pool_rollouts)
+        self.heldout = list(state["heldout"])
+        self.unsegmented = list(state["unsegmented"])
+        self.labeled = list(state["labeled"])
+        self.asked = int(state["asked"])
+        self.curve = list(state["curve"])
+        self.next_eval = int(state["next_eval"])
+        self.last_return = float(state["last_return"])
+        self.elapsed_before = float(state["wall_seconds"])
+        self.started = time.perf_counter()
+        self.logger.rows = list(state["history"])
+
+    def finish(self, teacher: Teacher) -> RunResult:
         """Evaluate once more and assemble the run's metrics."""
         config = self.config
         self.evaluate()
@@ -250,16 +298,16 @@ class Learner:
             "timesteps": self.ppo.timesteps,
             "wall_seconds": self.wall_seconds,
             "device": str(self.device),
-            "final_true_return": final["true_return"],
-            "final_true_return_std": final["true_return_std"],
-            "reward_model_accuracy": self.reward_model.validation_accuracy,
+            "final_true_return": final["env/true_return"],
+            "final_true_return_std": final["env/true_return_std"],
+            "reward/val_accuracy": self.reward_model.validation_accuracy,
             "reward_correlation": correlation,
             "curve": self.curve,
             "config": config.to_dict(),
             "ppo_config": asdict(self.ppo_config),
             "history": self.logger.rows,
         }
-        return RunResult(metrics=metrics, ppo=self.ppo, reward_model=self.reward_model, config=config)
+        return RunResult(metrics=metrics, learner=self, teacher=teacher)
 
 
 def run(config: RunConfig, progress: Callable[[dict[str, float]], None] | None = None) -> RunResult:
@@ -275,14 +323,18 @@ def run(config: RunConfig, progress: Callable[[dict[str, float]], None] | None =
 
     def ask(candidates: list[Segment], count: int) -> list[LabeledPair]:
         trained = bool(learner.labeled)
-        new = ask_teacher(teacher, candidates, count, config.query, learner.rng, learner.reward_model, trained)
+        # Labels here are never removed: each one's key is its position.
+        first_key = len(learner.labeled)
+        new = ask_teacher(
+            teacher, candidates, count, config.query, learner.rng, learner.reward_model, trained, first_key
+        )
         return learner.labeled + new
 
     while not learner.done:
         learner.step(ask)
         if progress:
             progress(learner.progress_info())
-    return learner.finish()
+    return learner.finish(teacher)
 
 
 def join_rollouts(
@@ -305,41 +357,68 @@ def ask_teacher(
     rng: np.random.Generator,
     reward_model: RewardEnsemble,
     model_trained: bool,
+    first_key: int,
 ) -> list[LabeledPair]:
-    """Choose `count` pairs from the candidates and have the teacher answer them."""
+    """Choose `count` pairs from the candidates and have the teacher answer them; keys count from `first_key`."""
     indices = select_pairs(candidates, count, query, rng, reward_model if model_trained else None)
     pairs = [(candidates[i], candidates[j]) for i, j in indices]
     choices = teacher.answer(pairs)
-    return [LabeledPair(left, right, choice) for (left, right), choice in zip(pairs, choices, strict=True)]
+    return [
+        LabeledPair(left, right, choice, first_key + i)
+        for i, ((left, right), choice) in enumerate(zip(pairs, choices, strict=True))
+    ]
 
 
 # ---- results on disk ------------------------------------------------------------------------------------
+def save_checkpoint(path: Path, learner: Learner, teacher: Teacher | None = None) -> None:
+    """Write the learner's (and teacher's) whole state to `path`, atomically: a crash never leaves half a file."""
+    state = {
+        "version": CHECKPOINT_VERSION,
+        "learner": learner.state_dict(),
+        "teacher": teacher.state_dict() if teacher is not None else None,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, scratch)
+    os.replace(scratch, path)
+
+
+def load_checkpoint(
+    path: Path, teacher: Teacher | None = None, config: RunConfig | None = None, device: str | None = None
+) -> Learner:
+    """A learner restored from a `save_checkpoint` file; the teacher's state is loaded into `teacher` if given.
+
+    Args:
+        path: the checkpoint file.
+        teacher: receives the saved teacher state (when the file has one).
+        config: the run's config, when the caller holds a newer one (e.g. a changed budget); else the file's.
+        device: a torch device to use instead of the config's.
+    """
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(
+            f"{path}: checkpoint format {state.get('version')}, this version reads {CHECKPOINT_VERSION}; rerun it"
+        )
+    config = config or RunConfig.from_dict(state["learner"]["config"])
+    if device is not None:
+        config = replace(config, device=device)
+    learner = Learner(config)
+    learner.load_state_dict(state["learner"])
+    if teacher is not None and state["teacher"] is not None:
+        teacher.load_state_dict(state["teacher"])
+    return learner
+
+
 def save_run(result: RunResult, out_dir: Path) -> None:
     """Write OUT/metrics.json, OUT/curve.png and OUT/checkpoint.pt."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(_finite(result.metrics), indent=2))
-    title = f"{result.config.env_id}, teacher={result.config.teacher}, seed={result.config.seed}"
-    if result.config.true_reward:
+    config = result.learner.config
+    title = f"{config.env_id}, teacher={config.teacher}, seed={config.seed}"
+    if config.true_reward:
         title += " (true reward)"
     plot_curve(result.metrics["curve"], out_dir / "curve.png", title)
-    torch.save(
-        {
-            "config": result.config.to_dict(),
-            "ppo_config": asdict(result.ppo.config),
-            "policy": result.ppo.state_dict(),
-            "reward_model": result.reward_model.state_dict(),
-        },
-        out_dir / "checkpoint.pt",
-    )
-
-
-def load_policy(out_dir: Path, device: str = "auto") -> tuple[RunConfig, PPO]:
-    """The config and trained policy of a saved run."""
-    checkpoint = torch.load(out_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
-    config = RunConfig.from_dict(checkpoint["config"])
-    ppo = PPO(config.env_id, PPOConfig(**checkpoint["ppo_config"]), config.timesteps, config.seed, pick_device(device))
-    ppo.load_state_dict(checkpoint["policy"])
-    return config, ppo
+    save_checkpoint(out_dir / "checkpoint.pt", result.learner, result.teacher)
 
 
 def _finite(value):

@@ -35,15 +35,15 @@ def plot_curve(curve: Sequence[dict[str, float]], path: Path, title: str) -> Non
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    labels = [point["labels"] for point in curve]
-    returns = [point["true_return"] for point in curve]
+    labels = [point["labels/count"] for point in curve]
+    returns = [point["env/true_return"] for point in curve]
     fig, (ax_labels, ax_steps, ax_accuracy) = plt.subplots(1, 3, figsize=(14, 4))
     ax_labels.plot(labels, returns, marker="o", color="tab:blue")
     ax_labels.set(xlabel="labels used", ylabel="true return (mean of eval episodes)", title="Policy vs labels")
-    ax_steps.plot([point["timesteps"] for point in curve], returns, marker="o", color="tab:blue")
+    ax_steps.plot([point["env/timesteps"] for point in curve], returns, marker="o", color="tab:blue")
     ax_steps.set(xlabel="env steps", title="Policy vs env steps")
     ax_steps.xaxis.set_major_formatter(lambda value, _: f"{value / 1000:g}k")
-    accuracy = [(n, point.get("reward_accuracy", math.nan)) for n, point in zip(labels, curve, strict=True)]
+    accuracy = [(n, point.get("reward/val_accuracy", math.nan)) for n, point in zip(labels, curve, strict=True)]
     accuracy = [(n, a) for n, a in accuracy if a is not None and not math.isnan(a)]
     if accuracy:
         ax_accuracy.plot(*zip(*accuracy, strict=True), marker="o", color="tab:green")

@@ -7,6 +7,7 @@ mixed with a chance `noise` that the rater answered at random (Christiano et al.
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 from collections.abc import Sequence
 
@@ -94,14 +95,13 @@ class RewardEnsemble:
         self.discrete_actions = discrete_actions
         self.config = config
         self.device = device
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
         in_dim = obs_dim + (action_dim if config.use_actions else 0) + 1
         torch.manual_seed(seed)
         self.net = EnsembleMLP(config.ensemble_size, in_dim, config.hidden_size).to(device)
         self.obs_mean = np.zeros(obs_dim, dtype=np.float32)
         self.obs_std = np.ones(obs_dim, dtype=np.float32)
         self.optimizer: torch.optim.Optimizer | None = None
-        self.in_validation: list[bool] = []
         self.validation_accuracy = float("nan")
         self.reward_offset = 0.0
         self.reward_scale = 1.0
@@ -205,8 +205,8 @@ class RewardEnsemble:
     def fit(self, pairs: Sequence[LabeledPair]) -> dict[str, float]:
         """Train every member on all labeled pairs so far (skips dropped), with early stopping.
 
-        `pairs` are all labels so far in the order they arrived: a later call passes the same list with new
-        pairs appended.
+        `pairs` are the labels to train on now: a later call may add pairs and drop others (an undone label).
+        Which split a pair joins and its bootstrap weights depend only on its `key` and the model's seed.
 
         Members see their own bootstrap resample of the training split and continue from their previous
         weights. A held-out validation split, shared by the members, decides when each stops — the weights
@@ -216,13 +216,13 @@ class RewardEnsemble:
         Returns:
             Namespaced metrics: reward/val_accuracy, reward/val_loss, reward/train_pairs, reward/epochs.
         """
-        # Each pair joins the validation or the training split once, when first seen, and stays there: the
-        # members continue from earlier fits, so a pair trained on before must never be validated on.
-        while len(self.in_validation) < len(pairs):
-            self.in_validation.append(bool(self.rng.random() < self.config.validation_fraction))
-        trainable = [i for i, p in enumerate(pairs) if p.target is not None]
-        train_pairs = [pairs[i] for i in trainable if not self.in_validation[i]]
-        val_pairs = [pairs[i] for i in trainable if self.in_validation[i]]
+        # A pair's split is a function of its key, so it stays the same in every fit whatever else is added or
+        # removed: the members continue from earlier fits, so a pair trained on before must never be validated on.
+        members = self.config.ensemble_size
+        draws = {p.key: self._pair_draws(p.key) for p in pairs}
+        trainable = [p for p in pairs if p.target is not None]
+        train_pairs = [p for p in trainable if not draws[p.key][0]]
+        val_pairs = [p for p in trainable if draws[p.key][0]]
         if not train_pairs:
             return {}
         if self.optimizer is None:
@@ -232,8 +232,16 @@ class RewardEnsemble:
             self.optimizer = self._make_optimizer()
 
         left, right, targets = self._tensors(train_pairs)
-        members = self.config.ensemble_size
-        bootstrap = torch.as_tensor(self.rng.integers(0, len(train_pairs), size=(members, len(train_pairs))))
+        # (M, n) each member's bootstrap resample of the training pairs: pair i appears as often as its Poisson(1)
+        # count for that member says (the counts come from its key), cut or cycled to n draws.
+        counts = np.stack([draws[p.key][1] for p in train_pairs], axis=1)
+        order = np.random.default_rng(self.seed)
+        resamples = []
+        everyone = np.arange(len(train_pairs))
+        for member_counts in counts:
+            drawn = np.repeat(everyone, member_counts) if member_counts.any() else everyone
+            resamples.append(np.resize(order.permutation(drawn), len(train_pairs)))
+        bootstrap = torch.as_tensor(np.stack(resamples))
         val = self._tensors(val_pairs) if val_pairs else (left, right, targets)
         optimizer = self.optimizer
         best_loss = self._member_losses(*val)
@@ -275,6 +283,13 @@ class RewardEnsemble:
         probs = self.preference_probabilities([p.left for p in strict], [p.right for p in strict]).mean(0)
         said_left = np.array([p.choice == "left" for p in strict])
         return float(np.mean((probs > 0.5) == said_left))
+
+    def _pair_draws(self, key: int | str) -> tuple[bool, np.ndarray]:
+        """Whether the pair with this key is validated on, and its (M,) int bootstrap counts per member."""
+        digest = hashlib.blake2b(f"{self.seed}:{key!r}".encode(), digest_size=8).digest()
+        rng = np.random.default_rng(int.from_bytes(digest, "little"))
+        validated = bool(rng.random() < self.config.validation_fraction)
+        return validated, rng.poisson(1.0, self.config.ensemble_size)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(
@@ -321,9 +336,7 @@ class RewardEnsemble:
             "reward_offset": self.reward_offset,
             "reward_scale": self.reward_scale,
             "validation_accuracy": self.validation_accuracy,
-            "rng": self.rng.bit_generator.state,
             "optimizer": self.optimizer.state_dict() if self.optimizer else None,
-            "in_validation": self.in_validation,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -333,8 +346,6 @@ class RewardEnsemble:
         self.reward_offset = float(state["reward_offset"])
         self.reward_scale = float(state["reward_scale"])
         self.validation_accuracy = float(state["validation_accuracy"])
-        self.rng.bit_generator.state = state["rng"]
-        self.in_validation = list(state["in_validation"])
         if state.get("optimizer") is not None:
             self.optimizer = self._make_optimizer()
             self.optimizer.load_state_dict(state["optimizer"])

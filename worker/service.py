@@ -1,55 +1,49 @@
 """The training worker: runs experiments stored in the database, with labels from raters and the oracle.
 
-A worker process loops over experiments that need work (`crud.experiments_needing_work`), takes one with
-`crud.acquire_experiment` (a lease it renews every step: a worker that stops heart-beating loses it and
-another takes over) and runs `worker.loop.Learner` on it: the same training loop as the in-process
-`rlhf run`, with one difference, where labels come from. Here `ask` stores the chosen segments and pairs in
-the database and waits until they are labeled:
+A worker process loops over experiments that need work (`store.experiments_needing_work`), takes one with
+`store.acquire` (a lease it renews every step: a worker that stops heart-beating loses it and another takes
+over) and runs `worker.loop.Learner` on it: the same training loop as the in-process `rlhf run`, with one
+difference, where labels come from. Here `ask` stores the chosen segments and pairs and waits until they are
+labeled:
 
-- "oracle": the synthetic teacher answers through `crud.submit_label` as the experiment's oracle rater;
+- "oracle": the synthetic teacher answers through the store's `submit_label` as the experiment's oracle rater;
 - "human": raters answer on the rater page;
 - "mixed": the teacher answers the pairs no human answered within `human_timeout_seconds`.
 
 The mode is read again before every pair, so a switch over the API acts from the next pair. The reward model
-is always refit on every label in the database. Checkpoints (policy, reward model, optimizers, RNG states and
-the query pool) go to the data folder and `crud.add_checkpoint`; a worker that (re)acquires an experiment
-resumes from the latest one. SIGTERM finishes the current step, checkpoints and exits 0.
+is always refit on every label the store holds. Checkpoints (`worker.loop.save_checkpoint`: the learner's and
+the teacher's whole state) go to the data folder and `store.add_checkpoint`; a worker that (re)acquires an
+experiment resumes from the latest one. SIGTERM finishes the current step, checkpoints and exits 0.
+
+All reads and writes go through an `ExperimentStore` (worker/store.py): the database one in the worker
+process, the in-memory one in tests.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import signal
 import time
-from collections import deque
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import numpy as np
-import torch
-from sqlalchemy.orm import Session, sessionmaker
 
-from app import crud
-from app.db import make_engine, make_session_factory
-from app.errors import Conflict
-from app.models import Experiment
-from app.schemas import PairIn, SegmentIn
-from app.settings import Settings
+from worker.clip_jobs import process_clip_jobs
 from worker.config import RunConfig
-from worker.loop import Learner
+from worker.loop import Learner, load_checkpoint, save_checkpoint
 from worker.pairs import select_pairs
 from worker.render import can_render_from_obs
-from worker.store import default_worker_id, process_clip_jobs, segment_from_row
+from worker.store import ExperimentInfo, ExperimentStore, LabelRefused, default_worker_id
 from worker.teachers import Teacher, make_teacher
 from worker.types import Choice, LabeledPair, Segment
 
 logger = logging.getLogger("rlhf.worker.service")
 
-CHECKPOINT_VERSION = 1
 # Mixed mode without a configured timeout: humans get this long before the teacher answers.
 DEFAULT_HUMAN_TIMEOUT_SECONDS = 300.0
 
@@ -94,8 +88,12 @@ class Stopping(Exception):
     """A stop was requested while waiting for labels."""
 
 
-def run_config_for(experiment: Experiment) -> RunConfig:
-    """The experiment's training config: its stored "run" settings with the experiment's env and budgets."""
+def run_config_for(experiment: ExperimentInfo) -> RunConfig:
+    """The experiment's training config: its stored "run" settings with the experiment's env and budgets.
+
+    The worker stores the result (resolved: every env-dependent default filled in) when it starts the run, and
+    every checkpoint holds it too, so what decided the run is kept with it.
+    """
     data: dict[str, Any] = dict(experiment.config.get("run", {}))
     data["env_id"] = experiment.env_id
     if experiment.label_budget is not None:
@@ -105,70 +103,57 @@ def run_config_for(experiment: Experiment) -> RunConfig:
     return RunConfig.from_dict(data).resolved()
 
 
-def segment_in(segment: Segment, policy_step: int) -> SegmentIn:
-    """A worker segment as the data layer's input (float32 → JSON float → float32 is exact)."""
-    return SegmentIn(
-        obs=segment.obs.tolist(),
-        actions=segment.actions.tolist(),
-        true_rewards=segment.true_rewards.tolist(),
-        ended=segment.ended.tolist(),
-        env_id=segment.env_id or None,
-        policy_step=policy_step,
-    )
-
-
 class ExperimentRunner:
     """Runs one experiment this worker has acquired, until done, stopped or its lease is lost."""
 
     def __init__(
         self,
-        session_factory: sessionmaker[Session],
+        store: ExperimentStore,
         data_dir: Path,
         experiment_id: int,
         worker_id: str,
         options: WorkerOptions,
         stop: StopFlag,
     ) -> None:
-        self.session_factory = session_factory
+        self.store = store
         self.data_dir = data_dir
         self.experiment_id = experiment_id
         self.worker_id = worker_id
         self.options = options
         self.stop = stop
-        self.session = session_factory()
         self.segments: dict[int, Segment] = {}  # segment id → arrays, so labels need no second read
-        self.labels: list[tuple[int, int, LabeledPair]] = []  # (pair id, label id, pair) of every label
-        self.last_label_id = 0
         self.last_heartbeat = 0.0
         self.last_checkpoint = time.monotonic()
+        self.learner: Learner | None = None
 
     # ---- the run ----------------------------------------------------------------------------------------
     def run(self) -> str:
         """Train until the budgets are spent; returns "done", "stopped" or "lost"."""
-        session = self.session
+        store = self.store
         try:
-            experiment = crud.get_experiment(session, self.experiment_id)
+            experiment = store.experiment(self.experiment_id)
             config = run_config_for(experiment)
+            if experiment.config.get("run") != config.to_dict():
+                # Stored resolved on first start: a resumed run never resolves today's defaults again.
+                store.save_run_config(self.experiment_id, config.to_dict())
             self.render_always = bool(experiment.config.get("render_clips", False))
-            self.learner = Learner(config)
             self.teacher: Teacher = make_teacher(
                 config.teacher, np.random.default_rng(config.seed + 1), config.teacher_params
             )
-            self.oracle_id = crud.oracle_rater_id(session, self.experiment_id)
-            self._resume()
+            self.oracle_id = store.oracle_rater(self.experiment_id)
+            self.learner = self._resume(config)
             if experiment.status != "running":
-                crud.update_experiment(session, self.experiment_id, {"status": "running"})
-            return self._train()
+                store.set_status(self.experiment_id, "running")
+            return self._train(self.learner)
         except LeaseLost:
             logger.warning("experiment %s: lease lost to another worker; stopping", self.experiment_id)
             return "lost"
         finally:
-            if hasattr(self, "learner"):
+            if self.learner is not None:
                 self.learner.ppo.close()
-            self.session.close()
 
-    def _train(self) -> str:
-        learner = self.learner
+    def _train(self, learner: Learner) -> str:
+        store = self.store
         try:
             while not learner.done:
                 self._heartbeat(force=True)
@@ -183,22 +168,20 @@ class ExperimentRunner:
                     self._checkpoint()
                 self._render_some_clips()
             # Every pair asked must be answered before the run ends: the label budget is spent in full.
-            if crud.pending_pairs(self.session, self.experiment_id):
+            if store.pending_pairs(self.experiment_id):
                 self._wait_for_labels()
-            labels = self._all_labels()
-            if len(labels) != len(learner.labeled):
-                learner.fit(labels)
+            self._catch_up(learner)
         except Stopping:
             self._checkpoint()
-            crud.release_experiment(self.session, self.experiment_id, self.worker_id)
+            store.release(self.experiment_id, self.worker_id)
             logger.info("experiment %s: stopped at %s steps", self.experiment_id, learner.ppo.timesteps)
             return "stopped"
         evaluations = len(learner.curve)
-        result = learner.finish()
+        result = learner.finish(self.teacher)
         self._record_evaluations(evaluations)
         self._checkpoint()
-        crud.update_experiment(self.session, self.experiment_id, {"status": "done"})
-        crud.release_experiment(self.session, self.experiment_id, self.worker_id)
+        store.set_status(self.experiment_id, "done")
+        store.release(self.experiment_id, self.worker_id)
         logger.info(
             "experiment %s done: true return %.1f with %d labels",
             self.experiment_id,
@@ -207,45 +190,42 @@ class ExperimentRunner:
         )
         return "done"
 
-    # ---- labels through the database ---------------------------------------------------------------------
+    # ---- labels through the store ------------------------------------------------------------------------
     def _ask(self, candidates: list[Segment], count: int) -> list[LabeledPair]:
         """Choose `count` pairs, queue them, wait until every pending pair is labeled; all labels so far."""
-        learner = self.learner
-        trained = bool(learner.labeled)
-        model = learner.reward_model if trained else None
+        learner = self._learner
+        model = learner.reward_model if learner.labeled else None
         indices = select_pairs(candidates, count, learner.config.query, learner.rng, model)
         chosen = list(dict.fromkeys(int(i) for pair in indices for i in pair))  # each segment stored once
         self._heartbeat(force=True)  # still ours, right before writing
-        ids, _jobs = crud.add_segments(
-            self.session,
-            self.experiment_id,
-            [segment_in(candidates[i], learner.ppo.timesteps) for i in chosen],
-        )
+        ids = self.store.add_segments(self.experiment_id, [candidates[i] for i in chosen], learner.ppo.timesteps)
         id_of = dict(zip(chosen, ids, strict=True))
         self.segments.update({id_of[i]: candidates[i] for i in chosen})
         if self._wants_clips():
             # A rater is shown a pair only once both its clips can play.
-            crud.queue_segment_clips(self.session, self.experiment_id, ids)
+            self.store.queue_clips(self.experiment_id, ids)
             self._wait_for_clips(ids)
-        pairs = [PairIn(left_segment_id=id_of[int(i)], right_segment_id=id_of[int(j)]) for i, j in indices]
-        crud.add_pairs(self.session, self.experiment_id, pairs, source="worker")
+        self.store.add_pairs(self.experiment_id, [(id_of[int(i)], id_of[int(j)]) for i, j in indices])
         self._wait_for_labels()
         return self._all_labels()
 
+    @property
+    def _learner(self) -> Learner:
+        assert self.learner is not None, "the learner is made when the run starts"
+        return self.learner
+
     def _wants_clips(self) -> bool:
         mode, _timeout = self._mode()
-        return (self.render_always or mode != "oracle") and can_render_from_obs(self.learner.config.env_id)
+        return (self.render_always or mode != "oracle") and can_render_from_obs(self._learner.config.env_id)
 
     def _mode(self) -> tuple[str, float]:
         """The experiment's teacher mode and human timeout, as stored now."""
-        self.session.rollback()  # a fresh read: the mode may have been switched over the API
-        experiment = crud.get_experiment(self.session, self.experiment_id)
-        timeout = experiment.human_timeout_seconds or DEFAULT_HUMAN_TIMEOUT_SECONDS
-        return experiment.teacher_mode, timeout
+        experiment = self.store.experiment(self.experiment_id)
+        return experiment.teacher_mode, experiment.human_timeout_seconds or DEFAULT_HUMAN_TIMEOUT_SECONDS
 
     def _wait_for_clips(self, segment_ids: list[int]) -> None:
         """Render these segments' clips (other workers may take some of the jobs) until none is left queued."""
-        while crud.count_clips_queued(self.session, segment_ids):
+        while self.store.count_clips_queued(segment_ids):
             if self.stop.requested:
                 raise Stopping
             self._heartbeat()
@@ -255,11 +235,9 @@ class ExperimentRunner:
     def _wait_for_labels(self) -> None:
         """Until no pair of the experiment is pending: let the oracle answer where the mode allows, else poll."""
         while True:
-            pending = crud.pending_pairs(self.session, self.experiment_id)
-            if not pending:
+            if not self.store.pending_pairs(self.experiment_id):
                 return
-            answered = self._oracle_answers()
-            if answered:
+            if self._oracle_answers():
                 continue
             if self.stop.requested:
                 raise Stopping
@@ -267,12 +245,12 @@ class ExperimentRunner:
             if not self._render_some_clips():
                 time.sleep(self.options.poll_seconds)
 
-    def _oracle_may_answer(self, pair_created_at: Any | None) -> bool:
+    def _oracle_may_answer(self, pair_created_at: datetime) -> bool:
         mode, timeout = self._mode()
         if mode == "oracle":
             return True
-        if mode == "mixed" and pair_created_at is not None:
-            return (crud.utcnow() - crud.as_utc(pair_created_at)).total_seconds() >= timeout
+        if mode == "mixed":
+            return (datetime.now(UTC) - pair_created_at).total_seconds() >= timeout
         return False
 
     def _oracle_answers(self) -> int:
@@ -285,9 +263,9 @@ class ExperimentRunner:
         Returns:
             How many labels it stored.
         """
-        session = self.session
-        # Pairs this oracle leased before a crash come first (a fresh lease_pair would skip them).
-        held = iter(crud.leased_pair_ids(session, self.experiment_id, self.oracle_id))
+        store = self.store
+        # Pairs this oracle leased before a crash come first (a fresh lease would skip them).
+        held = iter(store.leased_pair_ids(self.experiment_id, self.oracle_id))
         choices: dict[int, Choice] = {}
         stored = 0
         while True:
@@ -295,53 +273,46 @@ class ExperimentRunner:
             if pair_id is None:
                 if self._mode()[0] == "human":
                     break
-                info = crud.lease_pair(session, self.experiment_id, self.oracle_id, self.options.oracle_lease_seconds)
-                if info is None:
+                lease = store.lease_pair(self.experiment_id, self.oracle_id, self.options.oracle_lease_seconds)
+                if lease is None:
                     break
-                pair_id, lease_id = info.pair_id, info.lease_id
-            if not self._oracle_may_answer(crud.get_pair(session, pair_id).created_at):
+                pair_id, lease_id = lease.pair_id, lease.lease_id
+            if not self._oracle_may_answer(store.pair(pair_id).created_at):
                 if lease_id is not None:
-                    crud.release_lease(session, lease_id, self.oracle_id)
+                    store.release_lease(lease_id, self.oracle_id)
                 break
             if pair_id not in choices:
                 choices.update(self._judge_pending_pairs())
                 if pair_id not in choices:  # completed meanwhile by a human
                     continue
             try:
-                key = f"oracle:{pair_id}"
-                crud.submit_label(session, self.oracle_id, pair_id, choices[pair_id], idempotency_key=key)
-            except Conflict as error:  # a human answered first and the pair is complete: nothing to add
-                logger.info("oracle label for pair %s refused: %s", pair_id, error.detail)
+                store.submit_label(self.oracle_id, pair_id, choices[pair_id], idempotency_key=f"oracle:{pair_id}")
+            except LabelRefused as error:  # a human answered first and the pair is complete: nothing to add
+                logger.info("oracle label for pair %s refused: %s", pair_id, error)
                 continue
             stored += 1
         return stored
 
     def _judge_pending_pairs(self) -> dict[int, Choice]:
         """The teacher's choice for every pending pair, from one call in the order the pairs were asked."""
-        pairs = crud.pending_pairs(self.session, self.experiment_id)
+        pairs = self.store.pending_pairs(self.experiment_id)
         segment_pairs = [(self._segment(p.left_segment_id), self._segment(p.right_segment_id)) for p in pairs]
         return dict(zip([p.id for p in pairs], self.teacher.answer(segment_pairs), strict=True))
 
     def _segment(self, segment_id: int) -> Segment:
         segment = self.segments.get(segment_id)
         if segment is None:
-            segment = segment_from_row(crud.get_segment(self.session, segment_id))
-            self.segments[segment_id] = segment
+            segment = self.segments[segment_id] = self.store.segment(segment_id)
         return segment
 
     def _all_labels(self) -> list[LabeledPair]:
-        """Every label in the database, ordered by pair then label (the order the pairs were asked in)."""
-        self.session.rollback()
-        new = crud.labels_after(self.session, self.experiment_id, self.last_label_id)
-        for label in new:
-            pair = crud.get_pair(self.session, label.pair_id)
-            labeled = LabeledPair(
-                self._segment(pair.left_segment_id), self._segment(pair.right_segment_id), label.choice  # type: ignore[arg-type]
-            )
-            self.labels.append((pair.id, label.id, labeled))
-            self.last_label_id = max(self.last_label_id, label.id)
-        self.labels.sort(key=lambda item: (item[0], item[1]))
-        return [labeled for _pair, _label, labeled in self.labels]
+        """Exactly the labels the store holds now (an undone one is gone), ordered by pair then label.
+
+        Read in full on every call, so the reward model never trains on a label a rater took back.
+        """
+        labels = self.store.labels(self.experiment_id)
+        segment = self._segment
+        return [LabeledPair(segment(x.left_segment_id), segment(x.right_segment_id), x.choice, x.id) for x in labels]
 
     # ---- ownership, clips, metrics -----------------------------------------------------------------------
     def _heartbeat(self, force: bool = False) -> None:
@@ -349,29 +320,20 @@ class ExperimentRunner:
         now = time.monotonic()
         if not force and now - self.last_heartbeat < self.options.lease_seconds / 4:
             return
-        if not crud.acquire_experiment(self.session, self.experiment_id, self.worker_id, self.options.lease_seconds):
+        if not self.store.acquire(self.experiment_id, self.worker_id, self.options.lease_seconds):
             raise LeaseLost
         self.last_heartbeat = now
 
     def _render_some_clips(self) -> int:
-        settings_clip_dir = self.data_dir / "clips"
         return process_clip_jobs(
-            self.session_factory, settings_clip_dir, limit=self.options.clip_jobs_per_poll, worker_id=self.worker_id
+            self.store, self.data_dir / "clips", limit=self.options.clip_jobs_per_poll, worker_id=self.worker_id
         )
 
     def _record_evaluations(self, since: int) -> None:
         """Store the evaluation points added to the learning curve since index `since` as metric series."""
-        for point in self.learner.curve[since:]:
-            values = {
-                "env/true_return": point["true_return"],
-                "env/true_return_std": point["true_return_std"],
-                "env/timesteps": point["timesteps"],
-                "labels/count": point["labels"],
-                "time/wall_seconds": point["wall_seconds"],
-            }
-            if math.isfinite(point["reward_accuracy"]):
-                values["reward/accuracy"] = point["reward_accuracy"]
-            crud.record_metrics(self.session, self.experiment_id, int(point["timesteps"]), values)
+        for point in self._learner.curve[since:]:
+            values = {key: value for key, value in point.items() if math.isfinite(value)}
+            self.store.record_metrics(self.experiment_id, int(point["env/timesteps"]), values)
 
     # ---- checkpoints -------------------------------------------------------------------------------------
     def _checkpoint_dir(self) -> Path:
@@ -379,36 +341,14 @@ class ExperimentRunner:
 
     def _checkpoint(self) -> None:
         """Write the training state to a file, then record it (a crash between the two loses nothing)."""
-        learner = self.learner
-        teacher_rng: np.random.Generator | None = getattr(self.teacher, "rng", None)
-        state = {
-            "version": CHECKPOINT_VERSION,
-            "config": learner.config.to_dict(),
-            "ppo": learner.ppo.state_dict(),
-            "reward_model": learner.reward_model.state_dict(),
-            "rng": learner.rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(),
-            "teacher_rng": teacher_rng.bit_generator.state if teacher_rng is not None else None,
-            "teacher_typical_return": getattr(self.teacher, "typical_return", None),
-            "pool": list(learner.pool),
-            "heldout": learner.heldout,
-            "curve": learner.curve,
-            "next_eval": learner.next_eval,
-            "last_return": learner.last_return,
-            "labels_used": len(learner.labeled),
-            "wall_seconds": learner.wall_seconds,
-        }
+        learner = self._learner
         folder = self._checkpoint_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        name = f"step-{learner.ppo.timesteps:010d}-labels-{len(learner.labeled):06d}.pt"
-        scratch = folder / f".{name}.{os.getpid()}.tmp"
-        torch.save(state, scratch)
-        os.replace(scratch, folder / name)  # atomic: a crash never leaves a half-written checkpoint
-        crud.add_checkpoint(
-            self.session,
+        path = folder / f"step-{learner.ppo.timesteps:010d}-labels-{len(learner.labeled):06d}.pt"
+        save_checkpoint(path, learner, self.teacher)
+        self.store.add_checkpoint(
             self.experiment_id,
             learner.ppo.timesteps,
-            str((folder / name).relative_to(self.data_dir)),
+            str(path.relative_to(self.data_dir)),
             labels_used=len(learner.labeled),
             meta={"worker": self.worker_id, "wall_seconds": learner.wall_seconds},
         )
@@ -416,40 +356,30 @@ class ExperimentRunner:
         for old in sorted(folder.glob("step-*.pt"))[: -self.options.keep_checkpoints]:
             old.unlink(missing_ok=True)
 
-    def _resume(self) -> None:
-        """Load the latest checkpoint, if any, then catch up with the labels stored since."""
-        learner = self.learner
-        checkpoint = crud.latest_checkpoint(self.session, self.experiment_id)
+    def _resume(self, config: RunConfig) -> Learner:
+        """A learner from the latest checkpoint, if any, caught up with the labels stored since."""
+        checkpoint = self.store.latest_checkpoint(self.experiment_id)
         path = self.data_dir / checkpoint.path if checkpoint is not None else None
         if path is not None and path.is_file():
-            state = torch.load(path, map_location="cpu", weights_only=False)
-            learner.ppo.load_state_dict(state["ppo"])
-            learner.reward_model.load_state_dict(state["reward_model"])
-            learner.rng.bit_generator.state = state["rng"]
-            torch.set_rng_state(state["torch_rng"])
-            teacher_rng = getattr(self.teacher, "rng", None)
-            if state["teacher_rng"] is not None and teacher_rng is not None:
-                teacher_rng.bit_generator.state = state["teacher_rng"]
-            if hasattr(self.teacher, "typical_return"):
-                self.teacher.typical_return = state["teacher_typical_return"]
-            learner.pool = deque(state["pool"], maxlen=learner.config.pool_rollouts)
-            learner.heldout = list(state["heldout"])
-            learner.curve = list(state["curve"])
-            learner.next_eval = int(state["next_eval"])
-            learner.last_return = float(state["last_return"])
-            learner.elapsed_before = float(state["wall_seconds"])
+            learner = load_checkpoint(path, self.teacher, config)
             logger.info("experiment %s: resumed at %s steps", self.experiment_id, learner.ppo.timesteps)
-        learner.asked = crud.count_pairs(self.session, self.experiment_id)
-        labels = self._all_labels()
-        used = checkpoint.labels_used if checkpoint is not None and path is not None and path.is_file() else 0
-        if labels and len(labels) != used:
-            learner.fit(labels)
         else:
-            learner.labeled = labels
+            learner = Learner(config)
+        self.learner = learner
+        learner.asked = self.store.count_pairs(self.experiment_id)
+        self._catch_up(learner)
+        return learner
+
+    def _catch_up(self, learner: Learner) -> None:
+        """Refit when the stored labels differ from those the reward model was fit on (added or undone)."""
+        labels = self._all_labels()
+        if [p.key for p in labels] != [p.key for p in learner.labeled]:
+            learner.fit(labels)
 
 
 def run_worker(
-    settings: Settings,
+    store: ExperimentStore,
+    data_dir: Path,
     options: WorkerOptions | None = None,
     stop: StopFlag | None = None,
     worker_id: str | None = None,
@@ -458,7 +388,8 @@ def run_worker(
     """Serve experiments that need work until stopped; between experiments, render clips.
 
     Args:
-        settings: where the database and data folder are.
+        store: the experiments (the database's in the worker process).
+        data_dir: where checkpoints go (under checkpoints/) and clips (under clips/).
         options: lease, polling and checkpoint behaviour.
         stop: set it to stop after the current step (SIGTERM / SIGINT set it when installed).
         worker_id: this worker's name in leases and job claims; host:pid by default.
@@ -470,32 +401,17 @@ def run_worker(
     options = options or WorkerOptions()
     stop = stop or StopFlag()
     worker_id = worker_id or default_worker_id()
-    engine = make_engine(settings)
-    session_factory = make_session_factory(engine)
     logger.info("worker %s started", worker_id)
-    try:
-        while not stop.requested:
-            with session_factory() as session:
-                waiting = [e.id for e in crud.experiments_needing_work(session)]
-                acquired = next(
-                    (
-                        experiment_id
-                        for experiment_id in waiting
-                        if crud.acquire_experiment(session, experiment_id, worker_id, options.lease_seconds)
-                    ),
-                    None,
-                )
-            if acquired is not None:
-                ExperimentRunner(session_factory, settings.data_dir, acquired, worker_id, options, stop).run()
-                continue
-            done = process_clip_jobs(
-                session_factory, settings.clip_dir, limit=options.clip_jobs_per_poll, worker_id=worker_id
-            )
-            if exit_when_idle and not waiting and not done:
-                break
-            if not done:
-                time.sleep(options.poll_seconds)
-    finally:
-        engine.dispose()
+    while not stop.requested:
+        waiting = store.experiments_needing_work()
+        acquired = next((i for i in waiting if store.acquire(i, worker_id, options.lease_seconds)), None)
+        if acquired is not None:
+            ExperimentRunner(store, data_dir, acquired, worker_id, options, stop).run()
+            continue
+        done = process_clip_jobs(store, data_dir / "clips", limit=options.clip_jobs_per_poll, worker_id=worker_id)
+        if exit_when_idle and not waiting and not done:
+            break
+        if not done:
+            time.sleep(options.poll_seconds)
     logger.info("worker %s stopped", worker_id)
     return 0

@@ -1,173 +1,202 @@
-"""The worker's one bridge into the data service: database rows ↔ worker types, and the clip jobs.
+"""The worker's one door to the database, as an interface that speaks worker types only.
 
-Everything else in `worker/` takes and returns frozen dataclasses and arrays; this module talks to
-`app.crud` (same write paths and validation as the API).
+`ExperimentStore` is everything the worker process reads and writes: experiments and their leases, segments,
+pairs, labels, metrics, checkpoints and clip jobs. `worker.db_store.DatabaseStore` implements it on the data
+service (the only worker module that imports `app`); `worker.memory_store.MemoryStore` implements it in memory,
+so the runner can be tested in-process without a server.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
 import os
 import socket
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
 
-import numpy as np
-from sqlalchemy.orm import Session, sessionmaker
+from worker.types import Choice, Segment
 
-from app import crud
-from app.models import Segment as SegmentRow
-from worker.render import encode_clip, render_clip, render_observations
-from worker.types import Segment
-
-logger = logging.getLogger("rlhf.worker.store")
-
-RENDERER_VERSION = 2  # bump when rendering or encoding changes, so cached clips are not reused
+TeacherMode = str  # "oracle", "human" or "mixed"
 
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def segment_from_row(row: SegmentRow) -> Segment:
-    """A stored segment as the learning code's Segment (true_rewards NaN when unknown)."""
-    arrays = crud.segment_arrays(row)
-    return Segment(
-        obs=arrays.obs.astype(np.float32, copy=False),
-        actions=arrays.actions,
-        true_rewards=arrays.true_rewards,
-        ended=arrays.ended,
-        env_id=row.env_id,
-    )
+class LabelRefused(Exception):
+    """The label was not stored: the pair is complete, the lease went to another rater, or the rater labeled it."""
 
 
-def _clip_paths(content_hash: str) -> tuple[str, str]:
-    folder = content_hash[:2]
-    return f"{folder}/{content_hash}.mp4", f"{folder}/{content_hash}.jpg"
+@dataclass(frozen=True)
+class ExperimentInfo:
+    """What the worker needs to know about an experiment, read fresh on every call."""
+
+    env_id: str
+    status: str
+    teacher_mode: TeacherMode
+    human_timeout_seconds: float | None
+    label_budget: int | None
+    timestep_budget: int | None
+    config: dict[str, Any] = field(default_factory=dict)
+    """The experiment's stored config: "run" (a RunConfig dict), "render_clips" and anything the API kept."""
 
 
-def render_spec_hash(spec: dict[str, Any], actions: list[Any], frame_count: int) -> str:
-    """Content hash of a replay: the same env, seed, actions and frame range always give the same clip."""
-    key = {
-        "v": RENDERER_VERSION,
-        "env_id": spec["env_id"],
-        "seed": spec["seed"],
-        "actions": actions,
-        "first_frame": spec.get("first_frame", 0),
-        "frames": frame_count,
-        "fps": spec.get("fps", 30),
-    }
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+@dataclass(frozen=True)
+class StoredPair:
+    """A pair asked about: its two segments' ids, when it was asked and whether it still waits for labels."""
+
+    id: int
+    left_segment_id: int
+    right_segment_id: int
+    created_at: datetime
+    """Timezone-aware UTC."""
+    status: str
+    """"pending", "complete" or "cancelled"."""
 
 
-def frames_hash(frames: np.ndarray, fps: int) -> str:
-    digest = hashlib.sha256(f"v{RENDERER_VERSION}:{frames.shape}:{fps}:".encode())
-    digest.update(np.ascontiguousarray(frames).data)
-    return digest.hexdigest()
+@dataclass(frozen=True)
+class StoredLabel:
+    """One label held by the store (an undone label is gone)."""
+
+    id: int
+    pair_id: int
+    left_segment_id: int
+    right_segment_id: int
+    choice: Choice
 
 
-def _cached(session: Session, clip_dir: Path, content_hash: str) -> bool:
-    clip = crud.get_clip(session, content_hash)
-    return clip is not None and (clip_dir / clip.video_path).is_file()
+@dataclass(frozen=True)
+class PairLease:
+    """A pending pair held by a rater until the lease expires."""
+
+    lease_id: int
+    pair_id: int
 
 
-def make_clip(session: Session, segment_id: int, payload: dict[str, Any], clip_dir: Path) -> str:
-    """Render (or take uploaded frames), encode once per content hash, and attach the clip to the segment.
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """A checkpoint file the worker wrote, relative to the data folder."""
 
-    Returns:
-        The clip's content hash.
-    """
-    segment = crud.get_segment(session, segment_id)
-    frames_path = payload.get("frames_path")
-    from_obs = bool(payload.get("from_obs"))
-    if frames_path or from_obs:
-        if from_obs:  # the worker's own rollouts: restore the env state from each observation
-            arrays = crud.segment_arrays(segment)
-            frames = render_observations(segment.env_id, arrays.obs, arrays.ended)
-        else:
-            frames = np.load(str(frames_path), allow_pickle=False)
-        fps = int(payload.get("fps", 30))
-        content_hash = frames_hash(frames, fps)
-        video, poster = _clip_paths(content_hash)
-        if not _cached(session, clip_dir, content_hash):
-            encode_clip(frames, clip_dir / video, fps=fps)
-        info = {
-            "frame_count": len(frames),
-            "width": frames.shape[2] // 2 * 2,
-            "height": frames.shape[1] // 2 * 2,
-        }
-    else:
-        spec = segment.render_spec
-        if spec is None:
-            raise ValueError(f"segment {segment_id} has no render spec and no uploaded frames")
-        actions = spec.get("actions")
-        if actions is None:
-            actions = crud.segment_arrays(segment).actions.tolist()
-        fps = int(spec.get("fps", 30))
-        content_hash = render_spec_hash(spec, actions, segment.length)
-        video, poster = _clip_paths(content_hash)
-        if _cached(session, clip_dir, content_hash):
-            clip = crud.get_clip(session, content_hash)
-            assert clip is not None
-            info = {"frame_count": clip.frame_count, "width": clip.width, "height": clip.height}
-        else:
-            rendered = render_clip(
-                spec["env_id"],
-                int(spec["seed"]),
-                actions,
-                clip_dir / video,
-                fps=fps,
-                first_frame=int(spec.get("first_frame", 0)),
-                frame_count=segment.length,
-            )
-            info = {k: rendered[k] for k in ("frame_count", "width", "height")}
-    session.rollback()  # end the read transaction before attach_clip's write transaction
-    crud.attach_clip(
-        session,
-        segment_id,
-        {
-            "content_hash": content_hash,
-            "video_path": video,
-            "poster_path": poster,
-            "fps": fps,
-            "size_bytes": (clip_dir / video).stat().st_size,
-            **info,
-        },
-    )
-    if frames_path:
-        Path(frames_path).unlink(missing_ok=True)
-    return content_hash
+    step: int
+    path: str
+    labels_used: int
 
 
-def process_clip_jobs(
-    session_factory: sessionmaker[Session],
-    clip_dir: Path,
-    limit: int = 10,
-    worker_id: str | None = None,
-) -> int:
-    """Claim up to `limit` render_clip jobs and make their clips; a failed job is retried, then marked failed.
+@dataclass(frozen=True)
+class RenderJob:
+    """A claimed clip job: render (or encode uploaded frames of) one segment."""
 
-    Returns:
-        How many jobs completed.
-    """
-    worker_id = worker_id or default_worker_id()
-    done = 0
-    with session_factory() as session:
-        jobs = crud.claim_jobs(session, worker_id, [crud.RENDER_CLIP_JOB], limit=limit)
-        for job in jobs:
-            segment_id = int(job.payload["segment_id"])
-            try:
-                content_hash = make_clip(session, segment_id, job.payload, clip_dir)
-            except Exception as error:  # one bad clip must not stop the others; the job records why
-                session.rollback()
-                logger.exception("render job %s for segment %s failed", job.id, segment_id)
-                crud.fail_job(session, job.id, worker_id, f"{type(error).__name__}: {error}")
-                if crud.get_job(session, job.id).status == "failed":
-                    session.rollback()
-                    crud.mark_clip_failed(session, segment_id)
-                continue
-            crud.complete_job(session, job.id, worker_id, {"content_hash": content_hash})
-            done += 1
-    return done
+    id: int
+    segment_id: int
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ClipInfo:
+    """A clip already encoded, by content hash."""
+
+    video_path: str
+    frame_count: int
+    width: int
+    height: int
+
+
+class ExperimentStore(Protocol):
+    """Every read and write of the worker; implementations translate to and from their storage."""
+
+    # ---- experiments and their leases
+    def experiments_needing_work(self) -> list[int]:
+        """Ids of worker-run experiments not done or paused whose lease is free or expired, oldest first."""
+        ...
+
+    def experiment(self, experiment_id: int) -> ExperimentInfo: ...
+
+    def save_run_config(self, experiment_id: int, run: dict[str, Any]) -> None:
+        """Store the run's resolved RunConfig dict as the experiment's config["run"]."""
+        ...
+
+    def set_status(self, experiment_id: int, status: str) -> None: ...
+
+    def acquire(self, experiment_id: int, worker_id: str, lease_seconds: float) -> bool:
+        """Take or renew the experiment's lease; False while another worker's lease is live."""
+        ...
+
+    def release(self, experiment_id: int, worker_id: str) -> None: ...
+
+    # ---- segments and pairs
+    def add_segments(self, experiment_id: int, segments: list[Segment], policy_step: int) -> list[int]: ...
+
+    def segment(self, segment_id: int) -> Segment: ...
+
+    def add_pairs(self, experiment_id: int, pairs: list[tuple[int, int]]) -> list[int]:
+        """Queue (left segment id, right segment id) pairs for labeling; their ids."""
+        ...
+
+    def pair(self, pair_id: int) -> StoredPair: ...
+
+    def pending_pairs(self, experiment_id: int) -> list[StoredPair]:
+        """Pairs still waiting for labels, in the order they were asked."""
+        ...
+
+    def count_pairs(self, experiment_id: int) -> int:
+        """Pairs asked so far, pending or complete."""
+        ...
+
+    # ---- raters and labels
+    def oracle_rater(self, experiment_id: int) -> int:
+        """The experiment's synthetic-teacher rater, created on first use."""
+        ...
+
+    def lease_pair(self, experiment_id: int, rater_id: int, lease_seconds: float) -> PairLease | None: ...
+
+    def leased_pair_ids(self, experiment_id: int, rater_id: int) -> list[int]:
+        """Pending pairs the rater holds a lease on, live or expired."""
+        ...
+
+    def release_lease(self, lease_id: int, rater_id: int) -> None: ...
+
+    def submit_label(self, rater_id: int, pair_id: int, choice: Choice, idempotency_key: str | None = None) -> int:
+        """Store a leased pair's label (a replayed key returns the stored one); its id, or LabelRefused."""
+        ...
+
+    def undo_last_label(self, experiment_id: int, rater_id: int, lease_seconds: float) -> int:
+        """Delete the rater's latest label and lease its pair back to them; the pair's id."""
+        ...
+
+    def labels(self, experiment_id: int) -> list[StoredLabel]:
+        """Every label the experiment holds now, ordered by pair, then label."""
+        ...
+
+    # ---- metrics and checkpoints
+    def record_metrics(self, experiment_id: int, step: int, values: dict[str, float]) -> None: ...
+
+    def add_checkpoint(
+        self, experiment_id: int, step: int, path: str, labels_used: int, meta: dict[str, Any]
+    ) -> None: ...
+
+    def latest_checkpoint(self, experiment_id: int) -> CheckpointRecord | None: ...
+
+    # ---- clip jobs
+    def queue_clips(self, experiment_id: int, segment_ids: list[int]) -> None:
+        """Queue a job per segment to render its clip from its own observations."""
+        ...
+
+    def count_clips_queued(self, segment_ids: list[int]) -> int:
+        """How many of these segments still wait for their clip."""
+        ...
+
+    def claim_render_jobs(self, worker_id: str, limit: int) -> list[RenderJob]: ...
+
+    def render_spec(self, segment_id: int) -> dict[str, Any] | None:
+        """The segment's replay spec (env_id, seed, actions, fps, first_frame), None for the worker's own."""
+        ...
+
+    def clip(self, content_hash: str) -> ClipInfo | None: ...
+
+    def attach_clip(self, segment_id: int, clip: dict[str, Any]) -> None: ...
+
+    def complete_job(self, job_id: int, worker_id: str, result: dict[str, Any]) -> None: ...
+
+    def fail_render_job(self, job: RenderJob, worker_id: str, error: str) -> None:
+        """Record a failure; after the job's last attempt the segment's clip is marked failed."""
+        ...

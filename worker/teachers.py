@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -22,6 +22,12 @@ class Teacher(Protocol):
     """Anything that answers pairs of segments: a simulated teacher here, a person through the server."""
 
     def answer(self, pairs: Sequence[tuple[Segment, Segment]]) -> list[Choice]: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to answer as this teacher would have (random state, thresholds)."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,13 @@ class SimulatedTeacher:
                 choices.append("left" if prefers_left[i] else "right")
         return choices
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state, "typical_return": self.typical_return}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.typical_return = state["typical_return"]
+
 
 class RandomTeacher:
     """Answers left or right by a fair coin: the no-signal control for benchmarks."""
@@ -117,6 +130,12 @@ class RandomTeacher:
 
     def answer(self, pairs: Sequence[tuple[Segment, Segment]]) -> list[Choice]:
         return ["left" if flip else "right" for flip in self.rng.random(len(pairs)) < 0.5]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
 
 
 def make_teacher(

@@ -46,11 +46,18 @@ class Segment:
 
 @dataclass(frozen=True)
 class LabeledPair:
-    """Two segments and a teacher's answer about them."""
+    """Two segments and a teacher's answer about them.
+
+    Attributes:
+        key: a stable name of this label (the database's label id in the worker, a running count in `rlhf run`):
+            the reward model derives the pair's train/validation split and bootstrap weights from it, so they
+            do not shift when other labels are added or removed.
+    """
 
     left: Segment
     right: Segment
     choice: Choice
+    key: int | str
     meta: dict[str, float] = field(default_factory=dict)
 
     @property

@@ -14,8 +14,9 @@ from fastapi.testclient import TestClient
 from helpers import CARTPOLE
 
 from app.settings import Settings
+from worker.clip_jobs import process_clip_jobs
+from worker.db_store import DatabaseStore
 from worker.render import _prefetch, encode_clip, iter_frames, render_clip, render_frames
-from worker.store import process_clip_jobs
 
 
 def top_level_boxes(data: bytes) -> list[str]:
@@ -57,7 +58,7 @@ def test_rendered_clip_is_web_ready_and_served_with_ranges(
         f"/api/v1/experiments/{experiment_id}/segments", json={"segments": [segment, segment]}
     ).json()["segment_ids"]
 
-    assert process_clip_jobs(session_factory, settings.clip_dir, limit=10) == 2
+    assert process_clip_jobs(DatabaseStore(session_factory), settings.clip_dir, limit=10) == 2
     first, second = (client.get(f"/api/v1/segments/{i}").json() for i in ids)
     assert first["clip_status"] == second["clip_status"] == "ready"
     assert first["clip"]["content_hash"] == second["clip"]["content_hash"]  # same replay: made once
@@ -87,7 +88,7 @@ def test_rendered_clip_is_web_ready_and_served_with_ranges(
 
     poster = client.get(first["poster_url"])
     assert poster.status_code == 200 and poster.content[:2] == b"\xff\xd8"  # JPEG
-    assert process_clip_jobs(session_factory, settings.clip_dir) == 0  # nothing left
+    assert process_clip_jobs(DatabaseStore(session_factory), settings.clip_dir) == 0  # nothing left
 
 
 def test_uploaded_frames_become_a_clip(
@@ -107,7 +108,7 @@ def test_uploaded_frames_become_a_clip(
     )
     assert response.status_code == 202, response.text
     assert client.get(f"/api/v1/segments/{segment_id}").json()["clip_status"] == "queued"
-    assert process_clip_jobs(session_factory, settings.clip_dir) == 1
+    assert process_clip_jobs(DatabaseStore(session_factory), settings.clip_dir) == 1
     clip = client.get(f"/api/v1/segments/{segment_id}").json()["clip"]
     assert (clip["width"], clip["height"], clip["frame_count"], clip["fps"]) == (80, 62, 8, 8)
     assert top_level_boxes(client.get(f"/api/v1/segments/{segment_id}/clip").content)[:2] == ["ftyp", "moov"]

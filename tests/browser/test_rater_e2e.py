@@ -18,7 +18,8 @@ from playwright.sync_api import Browser, Page
 
 from app.db import make_engine, make_session_factory
 from app.settings import Settings
-from worker.store import process_clip_jobs
+from worker.clip_jobs import process_clip_jobs
+from worker.db_store import DatabaseStore
 
 from .conftest import LiveServer
 
@@ -70,7 +71,7 @@ def render_queued_clips(server: LiveServer) -> None:
     settings = Settings(data_dir=server.data_dir, admin_token=server.admin_token)
     engine = make_engine(settings)
     try:
-        while process_clip_jobs(make_session_factory(engine), settings.clip_dir, limit=50):
+        while process_clip_jobs(DatabaseStore(make_session_factory(engine)), settings.clip_dir, limit=50):
             pass
     finally:
         engine.dispose()

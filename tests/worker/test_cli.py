@@ -6,7 +6,7 @@ import pytest
 
 METRIC_KEYS = {
     "env", "seed", "teacher", "query", "labels_used", "timesteps", "wall_seconds", "final_true_return",
-    "final_true_return_std", "reward_model_accuracy", "reward_correlation", "curve",
+    "final_true_return_std", "reward/val_accuracy", "reward_correlation", "curve",
 }
 RANDOM_POLICY_RETURN = 22.0  # CartPole-v1's uniformly random policy lasts about 22 steps
 
@@ -55,7 +55,7 @@ def test_run_with_a_tiny_label_budget_beats_a_random_policy_and_reloads(tmp_path
     assert metrics["labels_used"] == 30
     assert metrics["timesteps"] >= 30000
     assert metrics["final_true_return"] > 5 * RANDOM_POLICY_RETURN
-    assert all({"labels", "timesteps", "true_return"} <= point.keys() for point in metrics["curve"])
+    assert all({"labels/count", "env/timesteps", "env/true_return"} <= point.keys() for point in metrics["curve"])
     assert (out / "curve.png").stat().st_size > 10_000
 
     again = rlhf("eval", str(out), "--episodes", "20")

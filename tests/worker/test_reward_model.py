@@ -23,7 +23,7 @@ def random_segment(rng, ended_from: int | None = None) -> Segment:
 def labeled_pairs(rng, count, teacher_name="perfect"):
     teacher = make_teacher(teacher_name, rng)
     pairs = [(random_segment(rng), random_segment(rng)) for _ in range(count)]
-    return [LabeledPair(a, b, c) for (a, b), c in zip(pairs, teacher.answer(pairs), strict=True)]
+    return [LabeledPair(a, b, c, i) for i, ((a, b), c) in enumerate(zip(pairs, teacher.answer(pairs), strict=True))]
 
 
 def make_model(seed=0, **overrides) -> RewardEnsemble:
@@ -65,11 +65,11 @@ def test_members_differ_because_of_their_bootstrap_resamples(rng):
 def test_ended_state_learns_a_low_reward_when_failing_loses(rng):
     # Positive-reward world where ending early forfeits reward: the absorbing state must come out worse.
     pairs = []
-    for _ in range(120):
+    for i in range(120):
         a, b = random_segment(rng, ended_from=int(rng.integers(2, LENGTH))), random_segment(rng)
         a = Segment(np.abs(a.obs), a.actions, np.where(a.ended, 0, 1).astype(np.float32), a.ended)
         b = Segment(np.abs(b.obs), b.actions, np.ones(LENGTH, np.float32), b.ended)
-        pairs.append(LabeledPair(a, b, "right"))
+        pairs.append(LabeledPair(a, b, "right", i))
     model = make_model()
     model.fit(pairs)
     model.set_normalization([p.right for p in pairs] + [p.left for p in pairs], anchor_on_ended=True)
@@ -81,8 +81,8 @@ def test_ended_state_learns_a_low_reward_when_failing_loses(rng):
 def test_skips_are_not_trained_on_and_equal_pulls_toward_even_odds(rng):
     model = make_model()
     a, b = random_segment(rng), random_segment(rng)
-    assert model.fit([LabeledPair(a, b, "skip")]) == {}
-    model.fit([LabeledPair(a, b, "equal")] * 20)
+    assert model.fit([LabeledPair(a, b, "skip", 0)]) == {}
+    model.fit([LabeledPair(a, b, "equal", i) for i in range(20)])
     p = model.preference_probabilities([a], [b]).mean()
     assert abs(p - 0.5) < 0.05
 
@@ -96,3 +96,4 @@ def test_state_dict_round_trip_gives_identical_rewards(rng):
     obs = rng.normal(size=(7, 2, 3)).astype(np.float32)
     actions = np.zeros((7, 2), np.int64)
     np.testing.assert_array_equal(model.rewards(obs, actions), copy.rewards(obs, actions))
+

@@ -1,0 +1,125 @@
+"""Clip jobs: render a segment's replay (or encode its uploaded frames) once per content hash, for raters."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from worker.render import encode_clip, render_clip, render_observations
+from worker.store import ExperimentStore, RenderJob, default_worker_id
+
+logger = logging.getLogger("rlhf.worker.clip_jobs")
+
+RENDERER_VERSION = 2  # bump when rendering or encoding changes, so cached clips are not reused
+
+
+def _clip_paths(content_hash: str) -> tuple[str, str]:
+    folder = content_hash[:2]
+    return f"{folder}/{content_hash}.mp4", f"{folder}/{content_hash}.jpg"
+
+
+def render_spec_hash(spec: dict[str, Any], actions: list[Any], frame_count: int) -> str:
+    """Content hash of a replay: the same env, seed, actions and frame range always give the same clip."""
+    key = {
+        "v": RENDERER_VERSION,
+        "env_id": spec["env_id"],
+        "seed": spec["seed"],
+        "actions": actions,
+        "first_frame": spec.get("first_frame", 0),
+        "frames": frame_count,
+        "fps": spec.get("fps", 30),
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def frames_hash(frames: np.ndarray, fps: int) -> str:
+    digest = hashlib.sha256(f"v{RENDERER_VERSION}:{frames.shape}:{fps}:".encode())
+    digest.update(np.ascontiguousarray(frames).data)
+    return digest.hexdigest()
+
+
+def make_clip(store: ExperimentStore, job: RenderJob, clip_dir: Path) -> str:
+    """Render (or take uploaded frames), encode once per content hash, and attach the clip to the segment.
+
+    Returns:
+        The clip's content hash.
+    """
+    payload = job.payload
+    frames_path = payload.get("frames_path")
+    if frames_path or payload.get("from_obs"):
+        if frames_path:
+            frames = np.load(str(frames_path), allow_pickle=False)
+        else:  # the worker's own rollouts: restore the env state from each observation
+            segment = store.segment(job.segment_id)
+            frames = render_observations(segment.env_id, segment.obs, segment.ended)
+        fps = int(payload.get("fps", 30))
+        content_hash = frames_hash(frames, fps)
+        video, poster = _clip_paths(content_hash)
+        cached = store.clip(content_hash)
+        if cached is None or not (clip_dir / cached.video_path).is_file():
+            encode_clip(frames, clip_dir / video, fps=fps)
+        info = {"frame_count": len(frames), "width": frames.shape[2] // 2 * 2, "height": frames.shape[1] // 2 * 2}
+    else:
+        spec = store.render_spec(job.segment_id)
+        if spec is None:
+            raise ValueError(f"segment {job.segment_id} has no render spec and no uploaded frames")
+        segment = store.segment(job.segment_id)
+        actions = spec.get("actions")
+        if actions is None:
+            actions = segment.actions.tolist()
+        fps = int(spec.get("fps", 30))
+        content_hash = render_spec_hash(spec, actions, len(segment))
+        video, poster = _clip_paths(content_hash)
+        cached = store.clip(content_hash)
+        if cached is not None and (clip_dir / cached.video_path).is_file():
+            info = {"frame_count": cached.frame_count, "width": cached.width, "height": cached.height}
+        else:
+            rendered = render_clip(
+                spec["env_id"],
+                int(spec["seed"]),
+                actions,
+                clip_dir / video,
+                fps=fps,
+                first_frame=int(spec.get("first_frame", 0)),
+                frame_count=len(segment),
+            )
+            info = {k: rendered[k] for k in ("frame_count", "width", "height")}
+    store.attach_clip(
+        job.segment_id,
+        {
+            "content_hash": content_hash,
+            "video_path": video,
+            "poster_path": poster,
+            "fps": fps,
+            "size_bytes": (clip_dir / video).stat().st_size,
+            **info,
+        },
+    )
+    if frames_path:
+        Path(frames_path).unlink(missing_ok=True)
+    return content_hash
+
+
+def process_clip_jobs(store: ExperimentStore, clip_dir: Path, limit: int = 10, worker_id: str | None = None) -> int:
+    """Claim up to `limit` render jobs and make their clips; a failed job is retried, then marked failed.
+
+    Returns:
+        How many jobs completed.
+    """
+    worker_id = worker_id or default_worker_id()
+    done = 0
+    for job in store.claim_render_jobs(worker_id, limit):
+        try:
+            content_hash = make_clip(store, job, clip_dir)
+        except Exception as error:  # one bad clip must not stop the others; the job records why
+            logger.exception("render job %s for segment %s failed", job.id, job.segment_id)
+            store.fail_render_job(job, worker_id, f"{type(error).__name__}: {error}")
+            continue
+        store.complete_job(job.id, worker_id, {"content_hash": content_hash})
+        done += 1
+    return done
