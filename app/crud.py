@@ -47,7 +47,6 @@ from app.schemas import ExperimentCreate, PairIn, SegmentIn
 Row = TypeVar("Row")
 
 RENDER_CLIP_JOB = "render_clip"
-CHOOSE_PAIRS_JOB = "choose_pairs"
 ADMIN_TOKEN_SECRET = "admin_token"
 
 
@@ -429,12 +428,6 @@ def add_pairs(
 
 def get_pair(session: Session, pair_id: int) -> Pair:
     return _get_or_not_found(session, Pair, pair_id, "pair")
-
-
-def request_pairs(session: Session, experiment_id: int, count: int, strategy: str) -> Job:
-    """Ask the worker to choose `count` pairs (it has the reward model needed for disagreement)."""
-    get_experiment(session, experiment_id)
-    return enqueue_job(session, CHOOSE_PAIRS_JOB, {"count": count, "strategy": strategy}, experiment_id)
 
 
 @dataclass(frozen=True)

@@ -234,15 +234,6 @@ class PairsCreated(BaseModel):
     pair_ids: list[int]
 
 
-class PairRequest(StrictModel):
-    """Ask the worker to choose pairs among the experiment's segments."""
-
-    model_config = ConfigDict(json_schema_extra={"examples": [{"count": 20, "strategy": "disagreement"}]})
-
-    count: int = Field(ge=1, le=10_000)
-    strategy: Literal["uniform", "disagreement"] = "uniform"
-
-
 class JobOut(BaseModel):
     id: int
     kind: str

@@ -1,4 +1,4 @@
-"""Pairs: queue explicitly or ask the worker to choose; lease the next pair to a rater, release a lease."""
+"""Pairs: queue them; lease the next pair to a rater, release a lease."""
 
 from __future__ import annotations
 
@@ -21,19 +21,6 @@ def queue_pairs(
 ) -> schemas.PairsCreated:
     """Queue pairs of this experiment's segments for labeling (admin)."""
     return schemas.PairsCreated(pair_ids=crud.add_pairs(session, experiment_id, body.pairs))
-
-
-@router.post(
-    "/experiments/{experiment_id}/pair-requests",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=schemas.JobOut,
-)
-def request_pairs(
-    experiment_id: int, body: schemas.PairRequest, session: SessionDep, _admin: AdminDep
-) -> schemas.JobOut:
-    """Ask the worker to choose and queue pairs (uniformly or by reward-model disagreement) (admin)."""
-    job = crud.request_pairs(session, experiment_id, body.count, body.strategy)
-    return schemas.JobOut.model_validate(job, from_attributes=True)
 
 
 @router.get("/pairs/{pair_id}", response_model=schemas.PairOut)
