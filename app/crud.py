@@ -27,7 +27,6 @@ from sqlalchemy.orm import Session, aliased
 from app.db import is_sqlite, write_transaction
 from app.errors import Conflict, Invalid, NotFound
 from app.models import (
-    CHOICES,
     AppSecret,
     Checkpoint,
     Clip,
@@ -43,6 +42,7 @@ from app.models import (
     utcnow,
 )
 from app.schemas import ExperimentCreate, PairIn, SegmentIn
+from app.vocabulary import CHOICES, ClipStatus
 
 Row = TypeVar("Row")
 
@@ -441,8 +441,8 @@ class LeaseInfo:
     expires_at: datetime
     left_segment_id: int
     right_segment_id: int
-    left_clip_status: str
-    right_clip_status: str
+    left_clip_status: ClipStatus
+    right_clip_status: ClipStatus
 
 
 # The lease and label hot paths use Core statements built once (SQLAlchemy then reuses their compiled form):

@@ -11,9 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Choice = Literal["left", "right", "equal", "skip"]
-TeacherMode = Literal["human", "oracle", "mixed"]
-ExperimentStatus = Literal["created", "running", "paused", "done"]
+from app.vocabulary import Choice, ClipStatus, ExperimentStatus, JobStatus, PairStatus, RaterKind, TeacherMode
+
 DType = Literal["float32", "float64", "int64", "int32", "uint8"]
 
 Name = Field(min_length=1, max_length=200)
@@ -182,7 +181,7 @@ class SegmentOut(BaseModel):
     seed: int | None
     policy_step: int | None
     true_return: float | None
-    clip_status: str
+    clip_status: ClipStatus
     clip: ClipOut | None = None
     clip_url: str
     poster_url: str
@@ -221,7 +220,7 @@ class PairOut(BaseModel):
     experiment_id: int
     left_segment_id: int
     right_segment_id: int
-    status: str
+    status: PairStatus
     priority: float
     acquisition_score: float | None
     labels_wanted: int
@@ -238,7 +237,7 @@ class JobOut(BaseModel):
     id: int
     kind: str
     experiment_id: int | None
-    status: str
+    status: JobStatus
     payload: dict[str, Any]
     attempts: int
     result: dict[str, Any] | None
@@ -251,7 +250,7 @@ class SegmentRef(BaseModel):
     id: int
     clip_url: str
     poster_url: str
-    clip_status: str
+    clip_status: ClipStatus
 
 
 class LeaseOut(BaseModel):
@@ -301,13 +300,13 @@ class InviteCreate(StrictModel):
 
     name: str = Field(min_length=1, max_length=200)
     experiment_ids: list[int] = Field(default_factory=list, max_length=1000)
-    kind: Literal["human", "oracle"] = "human"
+    kind: RaterKind = "human"
 
 
 class InviteOut(BaseModel):
     rater_id: int
     name: str
-    kind: str
+    kind: RaterKind
     token: str = Field(description="Shown once; only its hash is stored.")
     invite_url: str
     experiment_ids: list[int]
@@ -316,7 +315,7 @@ class InviteOut(BaseModel):
 class RaterOut(BaseModel):
     id: int
     name: str
-    kind: str
+    kind: RaterKind
     active: bool
     experiment_ids: list[int]
     created_at: datetime

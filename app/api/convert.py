@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from app import crud, schemas
 from app.models import Experiment, Label, Pair, Segment
+from app.vocabulary import ClipStatus
 
 API_PREFIX = "/api/v1"
 
@@ -74,7 +75,7 @@ def pair_out(pair: Pair) -> schemas.PairOut:
     return out
 
 
-def segment_ref(segment_id: int, clip_status: str) -> schemas.SegmentRef:
+def segment_ref(segment_id: int, clip_status: ClipStatus) -> schemas.SegmentRef:
     return schemas.SegmentRef(
         id=segment_id,
         clip_url=clip_url(segment_id),
@@ -100,7 +101,7 @@ def label_out(label: Label) -> schemas.LabelOut:
         experiment_id=label.experiment_id,
         pair_id=label.pair_id,
         rater_id=label.rater_id,
-        choice=label.choice,  # type: ignore[arg-type]
+        choice=label.choice,
         response_time_ms=label.response_time_ms,
         idempotency_key=label.idempotency_key,
         created_at=crud.as_utc(label.created_at),

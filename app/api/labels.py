@@ -19,6 +19,7 @@ from app import crud, schemas
 from app.api.convert import label_out, lease_out
 from app.deps import AdminDep, RaterDep, SessionDep, SettingsDep, check_experiment_access
 from app.errors import Invalid
+from app.vocabulary import Choice
 
 router = APIRouter(tags=["labels"])
 
@@ -100,7 +101,7 @@ class LabelImport(schemas.StrictModel):
     model_config = ConfigDict(extra="ignore")
 
     pair_id: int = Field(ge=1)
-    choice: schemas.Choice
+    choice: Choice
     rater_id: int | None = Field(default=None, ge=1)
     rater_name: str | None = Field(default=None, min_length=1, max_length=200)
     response_time_ms: int | None = Field(default=None, ge=0)

@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from helpers import ADMIN_TOKEN, CARTPOLE, World, build_world, segment_json
 
 from app.pages import CSRF_COOKIE, CSRF_HEADER, TEACHER_MODE_CHOICES
-from app.schemas import TeacherMode
 from app.stats import Agreement, LabelRecord, perfect_teacher_choice, summarize
+from app.vocabulary import TeacherMode
 
 
 def sign_in_rater(app: FastAPI, token: str) -> TestClient:
