@@ -126,7 +126,7 @@ def remember_rater(request: Request, token: str, rater_id: int) -> Principal:
 
 
 def _lookup_rater(session: Session, token: str) -> int | None:
-    rater_id = crud.rater_id_for_token(session, token)
+    rater_id = crud.rater_id_for_token(session, token=token)
     # Hand the connection back now: a request parked between dependency and endpoint must not hold one of
     # the pool's connections meanwhile.
     session.rollback()
@@ -157,17 +157,17 @@ def check_experiment_access(
 ) -> None:
     """Admins see every experiment; a rater only those invited to (403), unknown ids are 404."""
     if principal.is_admin:
-        crud.get_experiment(session, experiment_id)
+        crud.get_experiment(session, experiment_id=experiment_id)
         return
     assert principal.rater_id is not None
     key = ("invited", principal.rater_id, experiment_id)
     if cache is not None and cache.get(key):
         return
-    if crud.is_invited(session, principal.rater_id, experiment_id):
+    if crud.is_invited(session, rater_id=principal.rater_id, experiment_id=experiment_id):
         if cache is not None:
             cache.put(key, True)
     else:
-        crud.get_experiment(session, experiment_id)  # unknown id: 404; known but not invited: 403
+        crud.get_experiment(session, experiment_id=experiment_id)  # unknown id: 404; known but not invited: 403
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, "experiment_id: the rater is not invited to this experiment"
         )

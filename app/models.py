@@ -1,7 +1,7 @@
 """The database schema as SQLAlchemy 2 typed mappings; Alembic migrations are generated from this metadata.
 
 Arrays (observations, actions, rewards) are stored compactly as raw C-order bytes next to their shape and
-dtype; `app.crud` packs and unpacks them.
+dtype; `app.crud.arrays` packs and unpacks them.
 """
 
 from __future__ import annotations

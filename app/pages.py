@@ -68,7 +68,7 @@ def cookie_principal(request: Request, session: Session) -> Principal | None:
         return None
     principal = known_principal(request, token)
     if principal is None:
-        rater_id = crud.rater_id_for_token(session, token)
+        rater_id = crud.rater_id_for_token(session, token=token)
         if rater_id is None:
             return None
         principal = remember_rater(request, token, rater_id)
@@ -129,8 +129,8 @@ def _rater_or_401(request: Request, session: Session) -> Principal:
 
 def _check_invited(session: Session, principal: Principal, experiment_id: int) -> None:
     assert principal.rater_id is not None
-    if not crud.is_invited(session, principal.rater_id, experiment_id):
-        crud.get_experiment(session, experiment_id)  # unknown: 404
+    if not crud.is_invited(session, rater_id=principal.rater_id, experiment_id=experiment_id):
+        crud.get_experiment(session, experiment_id=experiment_id)  # unknown: 404
         raise HTTPException(status.HTTP_403_FORBIDDEN, "experiment_id: the rater is not invited to this experiment")
 
 
@@ -151,7 +151,7 @@ def get_home(request: Request, session: SessionDep) -> Response:
 @router.get("/invite/{token}")
 def get_invite(token: str, request: Request, session: SessionDep) -> Response:
     """Show who the invite link signs in and a button that signs in (a POST, so it is CSRF-checked)."""
-    rater = crud.rater_for_token(session, token)
+    rater = crud.rater_for_token(session, token=token)
     if rater is None:
         return _signin_error(request, UNKNOWN_INVITE, 404)
     experiments = crud.list_experiments(session, rater_id=rater.id)
@@ -164,7 +164,7 @@ def sign_in_rater(
 ) -> Response:
     """Keep the invite token in an HttpOnly cookie and go to the labeling page."""
     check_csrf(request, csrf_token)
-    rater = crud.rater_for_token(session, token)
+    rater = crud.rater_for_token(session, token=token)
     if rater is None:
         return _signin_error(request, UNKNOWN_INVITE, 404)
     return _sign_in(RedirectResponse("/label", status.HTTP_303_SEE_OTHER), request, token)
@@ -205,7 +205,7 @@ def get_label_page(experiment_id: int, request: Request, session: SessionDep) ->
         _check_invited(session, principal, experiment_id)
     except (HTTPException, NotFound):
         return _signin_error(request, "You were not invited to this experiment.", 403)
-    experiment = crud.get_experiment(session, experiment_id)
+    experiment = crud.get_experiment(session, experiment_id=experiment_id)
     rater = session.get(Rater, principal.rater_id)
     return render(
         request,
@@ -234,7 +234,12 @@ def lease_for_page(experiment_id: int, request: Request, session: SessionDep) ->
     if not cache.get(key):
         _check_invited(session, principal, experiment_id)
         cache.put(key, True)
-    info = crud.lease_pair(session, experiment_id, principal.rater_id, request.app.state.settings.lease_seconds)
+    info = crud.lease_pair(
+        session,
+        experiment_id=experiment_id,
+        rater_id=principal.rater_id,
+        lease_seconds=request.app.state.settings.lease_seconds,
+    )
     waiting = stats.pairs_waiting(session, experiment_id, principal.rater_id)
     return JSONResponse({"lease": _lease_json(info), "waiting": waiting})
 
@@ -247,10 +252,15 @@ def label_from_page(
     check_csrf(request, request.headers.get(CSRF_HEADER))
     principal = _rater_or_401(request, session)
     assert principal.rater_id is not None
-    if crud.get_pair(session, body.pair_id).experiment_id != experiment_id:
+    if crud.get_pair(session, pair_id=body.pair_id).experiment_id != experiment_id:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"pair_id: no pair {body.pair_id} in this experiment")
     label, _created = crud.submit_label(
-        session, principal.rater_id, body.pair_id, body.choice, body.response_time_ms, body.idempotency_key
+        session,
+        rater_id=principal.rater_id,
+        pair_id=body.pair_id,
+        choice=body.choice,
+        response_time_ms=body.response_time_ms,
+        idempotency_key=body.idempotency_key,
     )
     waiting = stats.pairs_waiting(session, experiment_id, principal.rater_id)
     return JSONResponse(
@@ -266,7 +276,10 @@ def undo_from_page(experiment_id: int, request: Request, session: SessionDep) ->
     assert principal.rater_id is not None
     _check_invited(session, principal, experiment_id)
     label, info = crud.undo_last_label(
-        session, experiment_id, principal.rater_id, request.app.state.settings.lease_seconds
+        session,
+        experiment_id=experiment_id,
+        rater_id=principal.rater_id,
+        lease_seconds=request.app.state.settings.lease_seconds,
     )
     waiting = stats.pairs_waiting(session, experiment_id, principal.rater_id)
     return JSONResponse(
@@ -316,10 +329,10 @@ def list_admin_experiments(request: Request, session: SessionDep) -> Response:
 
 def experiment_live_data(session: Session, experiment_id: int) -> dict[str, Any]:
     """Everything the experiment page shows, as JSON-ready data (the page polls it to stay live)."""
-    experiment = crud.get_experiment(session, experiment_id)
+    experiment = crud.get_experiment(session, experiment_id=experiment_id)
     agreement = stats.experiment_agreement(session, experiment_id)
-    series = crud.metric_series(session, experiment_id, keys=PLOTTED_SERIES)
-    checkpoint = crud.latest_checkpoint(session, experiment_id)
+    series = crud.metric_series(session, experiment_id=experiment_id, keys=PLOTTED_SERIES)
+    checkpoint = crud.latest_checkpoint(session, experiment_id=experiment_id)
 
     def agreement_json(value: stats.Agreement) -> dict[str, Any]:
         return {"matches": value.matches, "compared": value.compared, "rate": value.rate}
@@ -336,7 +349,7 @@ def experiment_live_data(session: Session, experiment_id: int) -> dict[str, Any]
             "owner_worker": experiment.owner_worker,
             "latest_checkpoint_step": checkpoint.step if checkpoint else None,
         },
-        "counts": crud.experiment_counts(session, experiment_id),
+        "counts": crud.experiment_counts(session, experiment_id=experiment_id),
         "raters": [
             {
                 **{k: v for k, v in asdict(summary).items() if k not in ("with_others", "with_teacher")},
@@ -392,7 +405,9 @@ def set_teacher_mode(
         changes = schemas.ExperimentUpdate.model_validate({"teacher_mode": teacher_mode})
     except ValidationError as error:
         raise RequestValidationError(error.errors()) from None
-    experiment = crud.update_experiment(session, experiment_id, changes.model_dump(exclude_unset=True))
+    experiment = crud.update_experiment(
+        session, experiment_id=experiment_id, changes=changes.model_dump(exclude_unset=True)
+    )
     if "application/json" in request.headers.get("accept", ""):
         return JSONResponse({"teacher_mode": experiment.teacher_mode})
     return RedirectResponse(f"/admin/experiments/{experiment_id}", status.HTTP_303_SEE_OTHER)

@@ -1,7 +1,7 @@
 """Request and response bodies of the REST API (pydantic v2), with the examples shown in /openapi.json.
 
-Array fields arrive as nested JSON lists; `app.crud` checks their shapes and dtypes against the experiment's
-declared spaces. Every float field rejects NaN and infinity.
+Array fields arrive as nested JSON lists; `app.crud.arrays` checks their shapes and dtypes against the
+experiment's declared spaces. Every float field rejects NaN and infinity.
 """
 
 from __future__ import annotations

@@ -286,7 +286,7 @@ def command_serve(args: argparse.Namespace) -> int:
     invite_token = None
     with make_session_factory(engine)() as session:
         configured = settings.admin_token.get_secret_value() if settings.admin_token else None
-        _hash, admin_token = crud.ensure_admin_token(session, configured)
+        _hash, admin_token = crud.ensure_admin_token(session, configured=configured)
         admin_token = admin_token or configured
         if not args.no_demo and not crud.list_experiments(session):
             from worker.config import RunConfig
@@ -294,7 +294,7 @@ def command_serve(args: argparse.Namespace) -> int:
             config = RunConfig(env_id="CartPole-v1").resolved()
             demo = crud.create_experiment(
                 session,
-                ExperimentCreate(
+                data=ExperimentCreate(
                     name=DEMO_NAME,
                     env_id="CartPole-v1",
                     teacher_mode="mixed",
@@ -307,7 +307,7 @@ def command_serve(args: argparse.Namespace) -> int:
                     config={"run": config.to_dict()},
                 ),
             )
-            _rater, invite_token = crud.create_rater(session, "demo-rater", [demo.id])
+            _rater, invite_token = crud.create_rater(session, name="demo-rater", experiment_ids=[demo.id])
     engine.dispose()
 
     base = f"http://{args.host}:{args.port}"

@@ -147,17 +147,17 @@ class ExperimentRunner:
         """Train until the budgets are spent; returns "done", "stopped" or "lost"."""
         session = self.session
         try:
-            experiment = crud.get_experiment(session, self.experiment_id)
+            experiment = crud.get_experiment(session, experiment_id=self.experiment_id)
             config = run_config_for(experiment)
             self.render_always = bool(experiment.config.get("render_clips", False))
             self.learner = Learner(config)
             self.teacher: Teacher = make_teacher(
                 config.teacher, np.random.default_rng(config.seed + 1), config.teacher_params
             )
-            self.oracle_id = crud.oracle_rater_id(session, self.experiment_id)
+            self.oracle_id = crud.oracle_rater_id(session, experiment_id=self.experiment_id)
             self._resume()
             if experiment.status != "running":
-                crud.update_experiment(session, self.experiment_id, {"status": "running"})
+                crud.update_experiment(session, experiment_id=self.experiment_id, changes={"status": "running"})
             return self._train()
         except LeaseLost:
             logger.warning("experiment %s: lease lost to another worker; stopping", self.experiment_id)
@@ -183,22 +183,22 @@ class ExperimentRunner:
                     self._checkpoint()
                 self._render_some_clips()
             # Every pair asked must be answered before the run ends: the label budget is spent in full.
-            if crud.pending_pairs(self.session, self.experiment_id):
+            if crud.pending_pairs(self.session, experiment_id=self.experiment_id):
                 self._wait_for_labels()
             labels = self._all_labels()
             if len(labels) != len(learner.labeled):
                 learner.fit(labels)
         except Stopping:
             self._checkpoint()
-            crud.release_experiment(self.session, self.experiment_id, self.worker_id)
+            crud.release_experiment(self.session, experiment_id=self.experiment_id, worker_id=self.worker_id)
             logger.info("experiment %s: stopped at %s steps", self.experiment_id, learner.ppo.timesteps)
             return "stopped"
         evaluations = len(learner.curve)
         result = learner.finish()
         self._record_evaluations(evaluations)
         self._checkpoint()
-        crud.update_experiment(self.session, self.experiment_id, {"status": "done"})
-        crud.release_experiment(self.session, self.experiment_id, self.worker_id)
+        crud.update_experiment(self.session, experiment_id=self.experiment_id, changes={"status": "done"})
+        crud.release_experiment(self.session, experiment_id=self.experiment_id, worker_id=self.worker_id)
         logger.info(
             "experiment %s done: true return %.1f with %d labels",
             self.experiment_id,
@@ -218,17 +218,17 @@ class ExperimentRunner:
         self._heartbeat(force=True)  # still ours, right before writing
         ids, _jobs = crud.add_segments(
             self.session,
-            self.experiment_id,
-            [segment_in(candidates[i], learner.ppo.timesteps) for i in chosen],
+            experiment_id=self.experiment_id,
+            segments=[segment_in(candidates[i], learner.ppo.timesteps) for i in chosen],
         )
         id_of = dict(zip(chosen, ids, strict=True))
         self.segments.update({id_of[i]: candidates[i] for i in chosen})
         if self._wants_clips():
             # A rater is shown a pair only once both its clips can play.
-            crud.queue_segment_clips(self.session, self.experiment_id, ids)
+            crud.queue_segment_clips(self.session, experiment_id=self.experiment_id, segment_ids=ids)
             self._wait_for_clips(ids)
         pairs = [PairIn(left_segment_id=id_of[int(i)], right_segment_id=id_of[int(j)]) for i, j in indices]
-        crud.add_pairs(self.session, self.experiment_id, pairs, source="worker")
+        crud.add_pairs(self.session, experiment_id=self.experiment_id, pairs=pairs, source="worker")
         self._wait_for_labels()
         return self._all_labels()
 
@@ -239,13 +239,13 @@ class ExperimentRunner:
     def _mode(self) -> tuple[str, float]:
         """The experiment's teacher mode and human timeout, as stored now."""
         self.session.rollback()  # a fresh read: the mode may have been switched over the API
-        experiment = crud.get_experiment(self.session, self.experiment_id)
+        experiment = crud.get_experiment(self.session, experiment_id=self.experiment_id)
         timeout = experiment.human_timeout_seconds or DEFAULT_HUMAN_TIMEOUT_SECONDS
         return experiment.teacher_mode, timeout
 
     def _wait_for_clips(self, segment_ids: list[int]) -> None:
         """Render these segments' clips (other workers may take some of the jobs) until none is left queued."""
-        while crud.count_clips_queued(self.session, segment_ids):
+        while crud.count_clips_queued(self.session, segment_ids=segment_ids):
             if self.stop.requested:
                 raise Stopping
             self._heartbeat()
@@ -255,7 +255,7 @@ class ExperimentRunner:
     def _wait_for_labels(self) -> None:
         """Until no pair of the experiment is pending: let the oracle answer where the mode allows, else poll."""
         while True:
-            pending = crud.pending_pairs(self.session, self.experiment_id)
+            pending = crud.pending_pairs(self.session, experiment_id=self.experiment_id)
             if not pending:
                 return
             answered = self._oracle_answers()
@@ -287,7 +287,7 @@ class ExperimentRunner:
         """
         session = self.session
         # Pairs this oracle leased before a crash come first (a fresh lease_pair would skip them).
-        held = iter(crud.leased_pair_ids(session, self.experiment_id, self.oracle_id))
+        held = iter(crud.leased_pair_ids(session, experiment_id=self.experiment_id, rater_id=self.oracle_id))
         choices: dict[int, Choice] = {}
         stored = 0
         while True:
@@ -295,13 +295,18 @@ class ExperimentRunner:
             if pair_id is None:
                 if self._mode()[0] == "human":
                     break
-                info = crud.lease_pair(session, self.experiment_id, self.oracle_id, self.options.oracle_lease_seconds)
+                info = crud.lease_pair(
+                    session,
+                    experiment_id=self.experiment_id,
+                    rater_id=self.oracle_id,
+                    lease_seconds=self.options.oracle_lease_seconds,
+                )
                 if info is None:
                     break
                 pair_id, lease_id = info.pair_id, info.lease_id
-            if not self._oracle_may_answer(crud.get_pair(session, pair_id).created_at):
+            if not self._oracle_may_answer(crud.get_pair(session, pair_id=pair_id).created_at):
                 if lease_id is not None:
-                    crud.release_lease(session, lease_id, self.oracle_id)
+                    crud.release_lease(session, lease_id=lease_id, rater_id=self.oracle_id)
                 break
             if pair_id not in choices:
                 choices.update(self._judge_pending_pairs())
@@ -309,7 +314,9 @@ class ExperimentRunner:
                     continue
             try:
                 key = f"oracle:{pair_id}"
-                crud.submit_label(session, self.oracle_id, pair_id, choices[pair_id], idempotency_key=key)
+                crud.submit_label(
+                    session, rater_id=self.oracle_id, pair_id=pair_id, choice=choices[pair_id], idempotency_key=key
+                )
             except Conflict as error:  # a human answered first and the pair is complete: nothing to add
                 logger.info("oracle label for pair %s refused: %s", pair_id, error.detail)
                 continue
@@ -318,23 +325,23 @@ class ExperimentRunner:
 
     def _judge_pending_pairs(self) -> dict[int, Choice]:
         """The teacher's choice for every pending pair, from one call in the order the pairs were asked."""
-        pairs = crud.pending_pairs(self.session, self.experiment_id)
+        pairs = crud.pending_pairs(self.session, experiment_id=self.experiment_id)
         segment_pairs = [(self._segment(p.left_segment_id), self._segment(p.right_segment_id)) for p in pairs]
         return dict(zip([p.id for p in pairs], self.teacher.answer(segment_pairs), strict=True))
 
     def _segment(self, segment_id: int) -> Segment:
         segment = self.segments.get(segment_id)
         if segment is None:
-            segment = segment_from_row(crud.get_segment(self.session, segment_id))
+            segment = segment_from_row(crud.get_segment(self.session, segment_id=segment_id))
             self.segments[segment_id] = segment
         return segment
 
     def _all_labels(self) -> list[LabeledPair]:
         """Every label in the database, ordered by pair then label (the order the pairs were asked in)."""
         self.session.rollback()
-        new = crud.labels_after(self.session, self.experiment_id, self.last_label_id)
+        new = crud.labels_after(self.session, experiment_id=self.experiment_id, after_id=self.last_label_id)
         for label in new:
-            pair = crud.get_pair(self.session, label.pair_id)
+            pair = crud.get_pair(self.session, pair_id=label.pair_id)
             labeled = LabeledPair(
                 self._segment(pair.left_segment_id), self._segment(pair.right_segment_id), label.choice  # type: ignore[arg-type]
             )
@@ -349,7 +356,12 @@ class ExperimentRunner:
         now = time.monotonic()
         if not force and now - self.last_heartbeat < self.options.lease_seconds / 4:
             return
-        if not crud.acquire_experiment(self.session, self.experiment_id, self.worker_id, self.options.lease_seconds):
+        if not crud.acquire_experiment(
+            self.session,
+            experiment_id=self.experiment_id,
+            worker_id=self.worker_id,
+            lease_seconds=self.options.lease_seconds,
+        ):
             raise LeaseLost
         self.last_heartbeat = now
 
@@ -371,7 +383,9 @@ class ExperimentRunner:
             }
             if math.isfinite(point["reward_accuracy"]):
                 values["reward/accuracy"] = point["reward_accuracy"]
-            crud.record_metrics(self.session, self.experiment_id, int(point["timesteps"]), values)
+            crud.record_metrics(
+                self.session, experiment_id=self.experiment_id, step=int(point["timesteps"]), values=values
+            )
 
     # ---- checkpoints -------------------------------------------------------------------------------------
     def _checkpoint_dir(self) -> Path:
@@ -406,9 +420,9 @@ class ExperimentRunner:
         os.replace(scratch, folder / name)  # atomic: a crash never leaves a half-written checkpoint
         crud.add_checkpoint(
             self.session,
-            self.experiment_id,
-            learner.ppo.timesteps,
-            str((folder / name).relative_to(self.data_dir)),
+            experiment_id=self.experiment_id,
+            step=learner.ppo.timesteps,
+            path=str((folder / name).relative_to(self.data_dir)),
             labels_used=len(learner.labeled),
             meta={"worker": self.worker_id, "wall_seconds": learner.wall_seconds},
         )
@@ -419,7 +433,7 @@ class ExperimentRunner:
     def _resume(self) -> None:
         """Load the latest checkpoint, if any, then catch up with the labels stored since."""
         learner = self.learner
-        checkpoint = crud.latest_checkpoint(self.session, self.experiment_id)
+        checkpoint = crud.latest_checkpoint(self.session, experiment_id=self.experiment_id)
         path = self.data_dir / checkpoint.path if checkpoint is not None else None
         if path is not None and path.is_file():
             state = torch.load(path, map_location="cpu", weights_only=False)
@@ -439,7 +453,7 @@ class ExperimentRunner:
             learner.last_return = float(state["last_return"])
             learner.elapsed_before = float(state["wall_seconds"])
             logger.info("experiment %s: resumed at %s steps", self.experiment_id, learner.ppo.timesteps)
-        learner.asked = crud.count_pairs(self.session, self.experiment_id)
+        learner.asked = crud.count_pairs_asked(self.session, experiment_id=self.experiment_id)
         labels = self._all_labels()
         used = checkpoint.labels_used if checkpoint is not None and path is not None and path.is_file() else 0
         if labels and len(labels) != used:
@@ -481,7 +495,12 @@ def run_worker(
                     (
                         experiment_id
                         for experiment_id in waiting
-                        if crud.acquire_experiment(session, experiment_id, worker_id, options.lease_seconds)
+                        if crud.acquire_experiment(
+                            session,
+                            experiment_id=experiment_id,
+                            worker_id=worker_id,
+                            lease_seconds=options.lease_seconds,
+                        )
                     ),
                     None,
                 )

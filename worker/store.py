@@ -69,7 +69,7 @@ def frames_hash(frames: np.ndarray, fps: int) -> str:
 
 
 def _cached(session: Session, clip_dir: Path, content_hash: str) -> bool:
-    clip = crud.get_clip(session, content_hash)
+    clip = crud.get_clip(session, content_hash=content_hash)
     return clip is not None and (clip_dir / clip.video_path).is_file()
 
 
@@ -79,7 +79,7 @@ def make_clip(session: Session, segment_id: int, payload: dict[str, Any], clip_d
     Returns:
         The clip's content hash.
     """
-    segment = crud.get_segment(session, segment_id)
+    segment = crud.get_segment(session, segment_id=segment_id)
     frames_path = payload.get("frames_path")
     from_obs = bool(payload.get("from_obs"))
     if frames_path or from_obs:
@@ -109,7 +109,7 @@ def make_clip(session: Session, segment_id: int, payload: dict[str, Any], clip_d
         content_hash = render_spec_hash(spec, actions, segment.length)
         video, poster = _clip_paths(content_hash)
         if _cached(session, clip_dir, content_hash):
-            clip = crud.get_clip(session, content_hash)
+            clip = crud.get_clip(session, content_hash=content_hash)
             assert clip is not None
             info = {"frame_count": clip.frame_count, "width": clip.width, "height": clip.height}
         else:
@@ -126,8 +126,8 @@ def make_clip(session: Session, segment_id: int, payload: dict[str, Any], clip_d
     session.rollback()  # end the read transaction before attach_clip's write transaction
     crud.attach_clip(
         session,
-        segment_id,
-        {
+        segment_id=segment_id,
+        clip={
             "content_hash": content_hash,
             "video_path": video,
             "poster_path": poster,
@@ -155,7 +155,7 @@ def process_clip_jobs(
     worker_id = worker_id or default_worker_id()
     done = 0
     with session_factory() as session:
-        jobs = crud.claim_jobs(session, worker_id, [crud.RENDER_CLIP_JOB], limit=limit)
+        jobs = crud.claim_jobs(session, worker_id=worker_id, kinds=[crud.RENDER_CLIP_JOB], limit=limit)
         for job in jobs:
             segment_id = int(job.payload["segment_id"])
             try:
@@ -163,11 +163,11 @@ def process_clip_jobs(
             except Exception as error:  # one bad clip must not stop the others; the job records why
                 session.rollback()
                 logger.exception("render job %s for segment %s failed", job.id, segment_id)
-                crud.fail_job(session, job.id, worker_id, f"{type(error).__name__}: {error}")
-                if crud.get_job(session, job.id).status == "failed":
+                crud.fail_job(session, job_id=job.id, worker_id=worker_id, error=f"{type(error).__name__}: {error}")
+                if crud.get_job(session, job_id=job.id).status == "failed":
                     session.rollback()
-                    crud.mark_clip_failed(session, segment_id)
+                    crud.mark_clip_failed(session, segment_id=segment_id)
                 continue
-            crud.complete_job(session, job.id, worker_id, {"content_hash": content_hash})
+            crud.complete_job(session, job_id=job.id, worker_id=worker_id, result={"content_hash": content_hash})
             done += 1
     return done

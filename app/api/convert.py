@@ -33,10 +33,10 @@ def experiment_out(session: Session, experiment: Experiment, detailed: bool) -> 
         }
     )
     if detailed:
-        out.counts = schemas.ExperimentCounts(**crud.experiment_counts(session, experiment.id))
+        out.counts = schemas.ExperimentCounts(**crud.experiment_counts(session, experiment_id=experiment.id))
         out.latest_metrics = {
             key: schemas.MetricValue(step=step, value=value)
-            for key, (step, value) in crud.latest_metrics(session, experiment.id).items()
+            for key, (step, value) in crud.latest_metrics(session, experiment_id=experiment.id).items()
         }
     return out
 

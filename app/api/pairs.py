@@ -20,13 +20,13 @@ def queue_pairs(
     experiment_id: int, body: schemas.PairsCreate, session: SessionDep, _admin: AdminDep
 ) -> schemas.PairsCreated:
     """Queue pairs of this experiment's segments for labeling (admin)."""
-    return schemas.PairsCreated(pair_ids=crud.add_pairs(session, experiment_id, body.pairs))
+    return schemas.PairsCreated(pair_ids=crud.add_pairs(session, experiment_id=experiment_id, pairs=body.pairs))
 
 
 @router.get("/pairs/{pair_id}", response_model=schemas.PairOut)
 def get_pair(pair_id: int, session: SessionDep, principal: PrincipalDep) -> schemas.PairOut:
     """Read a pair: its segments, status and label count."""
-    pair = crud.get_pair(session, pair_id)
+    pair = crud.get_pair(session, pair_id=pair_id)
     check_experiment_access(session, principal, pair.experiment_id)
     return pair_out(pair)
 
@@ -46,7 +46,9 @@ async def lease_pair(
     """Lease the next pair to the calling rater until the lease expires; 204 when none is waiting."""
     check_experiment_access(session, rater, experiment_id, request.app.state.auth_cache)
     assert rater.rater_id is not None
-    info = crud.lease_pair(session, experiment_id, rater.rater_id, settings.lease_seconds)
+    info = crud.lease_pair(
+        session, experiment_id=experiment_id, rater_id=rater.rater_id, lease_seconds=settings.lease_seconds
+    )
     if info is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     return lease_out(info)
@@ -56,4 +58,4 @@ async def lease_pair(
 def release_lease(lease_id: int, session: SessionDep, rater: RaterDep) -> None:
     """Give a leased pair back to the pool before its lease expires."""
     assert rater.rater_id is not None
-    crud.release_lease(session, lease_id, rater.rater_id)
+    crud.release_lease(session, lease_id=lease_id, rater_id=rater.rater_id)
