@@ -96,7 +96,7 @@ class Experiment(Base):
     action_dtype: Mapped[str] = mapped_column(String(16), default="int64")
     num_actions: Mapped[int | None] = mapped_column(Integer)  # discrete spaces: actions in [0, num_actions)
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # training hyperparameters, as run
-    # The worker that owns the experiment, kept while it heart-beats (issue 5).
+    # The worker that owns the experiment while it renews this lease; another may take over once it expires.
     owner_worker: Mapped[str | None] = mapped_column(String(200))
     owner_expires_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -252,7 +252,7 @@ class Checkpoint(Base):
 
 
 class MetricPoint(Base):
-    """One value of a namespaced metric series (`reward/accuracy`, `env/true_return`) at a step."""
+    """One value of a namespaced metric series (`reward/val_accuracy`, `env/true_return`) at a step."""
 
     __tablename__ = "metric_points"
     __table_args__ = (Index("ix_metric_points_series", "experiment_id", "key", "step"),)
