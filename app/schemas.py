@@ -324,7 +324,7 @@ class RaterOut(BaseModel):
 class MetricsRecord(StrictModel):
     model_config = ConfigDict(
         json_schema_extra={
-            "examples": [{"step": 20480, "values": {"env/true_return": 212.0, "reward/accuracy": 0.91}}]
+            "examples": [{"step": 20480, "values": {"env/true_return": 212.0, "reward/val_accuracy": 0.91}}]
         }
     )
 
@@ -339,3 +339,52 @@ class ImportResult(BaseModel):
 class Health(BaseModel):
     status: Literal["ok"]
     database: str
+
+
+class PairsWaiting(BaseModel):
+    """Pending pairs of the experiment the calling rater has not labeled (those the rater holds included)."""
+
+    pairs_waiting: int
+
+
+class AgreementOut(BaseModel):
+    """How many compared answers matched; `rate` is null when nothing could be compared."""
+
+    matches: int
+    compared: int
+    rate: float | None
+
+
+class RaterAgreementOut(BaseModel):
+    rater_id: int
+    name: str
+    kind: RaterKind
+    labels: int
+    skips: int
+    mean_response_ms: float | None
+    with_others: AgreementOut
+    with_teacher: AgreementOut
+
+
+class LiveExperiment(BaseModel):
+    id: int
+    name: str
+    env_id: str
+    status: ExperimentStatus
+    teacher_mode: TeacherMode
+    labels_per_pair: int
+    label_budget: int | None
+    owner_worker: str | None
+    latest_checkpoint_step: int | None
+
+
+class ExperimentLive(BaseModel):
+    """What the admin's experiment page shows and polls: counts, agreement and the plotted series."""
+
+    experiment: LiveExperiment
+    counts: ExperimentCounts
+    raters: list[RaterAgreementOut]
+    between_raters: AgreementOut
+    with_teacher: AgreementOut
+    pairs_multiply_labeled: int
+    series: dict[str, list[tuple[int, float]]] = Field(description="Plotted series by key, as [step, value].")

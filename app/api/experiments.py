@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from app import crud, schemas
-from app.api.convert import experiment_out
+from app.api.convert import experiment_live_out, experiment_out
 from app.deps import AdminDep, PrincipalDep, SessionDep, check_experiment_access
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
@@ -45,6 +45,12 @@ def update_experiment(
         session, experiment_id=experiment_id, changes=body.model_dump(exclude_unset=True)
     )
     return experiment_out(session, experiment, detailed=True)
+
+
+@router.get("/{experiment_id}/live", response_model=schemas.ExperimentLive)
+def get_experiment_live(experiment_id: int, session: SessionDep, _admin: AdminDep) -> schemas.ExperimentLive:
+    """Counts, per-rater agreement and the plotted metric series: what the experiment page shows (admin)."""
+    return experiment_live_out(session, experiment_id)
 
 
 @router.post("/{experiment_id}/metrics", status_code=status.HTTP_204_NO_CONTENT)

@@ -1,10 +1,10 @@
-"""Pairs: queue them; lease the next pair to a rater, release a lease."""
+"""Pairs: queue them; lease the next pair to a rater, release a lease; count what waits for a rater."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, status
 
-from app import crud, schemas
+from app import crud, schemas, stats
 from app.api.convert import lease_out, pair_out
 from app.deps import AdminDep, PrincipalDep, RaterDep, SessionDep, SettingsDep, check_experiment_access
 
@@ -52,6 +52,14 @@ async def lease_pair(
     if info is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     return lease_out(info)
+
+
+@router.get("/experiments/{experiment_id}/pairs/waiting", response_model=schemas.PairsWaiting)
+def count_pairs_waiting(experiment_id: int, session: SessionDep, rater: RaterDep) -> schemas.PairsWaiting:
+    """How many pending pairs the calling rater has not labeled yet (those the rater holds included)."""
+    check_experiment_access(session, rater, experiment_id)
+    assert rater.rater_id is not None
+    return schemas.PairsWaiting(pairs_waiting=stats.pairs_waiting(session, experiment_id, rater.rater_id))
 
 
 @router.delete("/leases/{lease_id}", status_code=status.HTTP_204_NO_CONTENT)

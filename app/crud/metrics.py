@@ -20,7 +20,7 @@ from app.models import (
 
 
 def record_metrics(session: Session, *, experiment_id: int, step: int, values: dict[str, float]) -> None:
-    """Append one point per key (namespaced like `reward/accuracy`) at `step`."""
+    """Append one point per key (namespaced like `reward/val_accuracy`) at `step`."""
     bad = [key for key, value in values.items() if not np.isfinite(value)]
     if bad:
         raise Invalid(f"values.{bad[0]}", "must be a finite number")

@@ -81,7 +81,7 @@ def test_metrics_checkpoints_and_label_paging(session_factory: sessionmaker[Sess
     with session_factory() as session:
         experiment_id = _experiment(session)
         crud.record_metrics(
-            session, experiment_id=experiment_id, step=100, values={"env/true_return": 20.0, "reward/accuracy": 0.6}
+            session, experiment_id=experiment_id, step=100, values={"env/true_return": 20.0, "reward/val_accuracy": 0.6}
         )
         crud.record_metrics(session, experiment_id=experiment_id, step=200, values={"env/true_return": 80.0})
         assert crud.metric_series(session, experiment_id=experiment_id, keys=["env/true_return"]) == {
@@ -89,7 +89,7 @@ def test_metrics_checkpoints_and_label_paging(session_factory: sessionmaker[Sess
         }
         assert crud.latest_metrics(session, experiment_id=experiment_id) == {
             "env/true_return": (200, 80.0),
-            "reward/accuracy": (100, 0.6),
+            "reward/val_accuracy": (100, 0.6),
         }
         crud.add_checkpoint(session, experiment_id=experiment_id, step=100, path="/ckpt/100.pt", labels_used=10)
         crud.add_checkpoint(
