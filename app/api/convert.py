@@ -110,44 +110,23 @@ def label_out(label: Label) -> schemas.LabelOut:
     )
 
 
-def agreement_out(agreement: stats.Agreement) -> schemas.AgreementOut:
-    return schemas.AgreementOut(matches=agreement.matches, compared=agreement.compared, rate=agreement.rate)
-
-
 def experiment_live_out(session: Session, experiment_id: int) -> schemas.ExperimentLive:
     """Everything the experiment page shows (it polls this to stay live)."""
     experiment = crud.get_experiment(session, experiment_id=experiment_id)
     agreement = stats.experiment_agreement(session, experiment_id)
-    series = crud.metric_series(session, experiment_id=experiment_id, keys=PLOTTED_SERIES)
     checkpoint = crud.latest_checkpoint(session, experiment_id=experiment_id)
-    return schemas.ExperimentLive(
-        experiment=schemas.LiveExperiment(
-            id=experiment.id,
-            name=experiment.name,
-            env_id=experiment.env_id,
-            status=experiment.status,
-            teacher_mode=experiment.teacher_mode,
-            labels_per_pair=experiment.labels_per_pair,
-            label_budget=experiment.label_budget,
-            owner_worker=experiment.owner_worker,
-            latest_checkpoint_step=checkpoint.step if checkpoint else None,
-        ),
-        counts=schemas.ExperimentCounts(**crud.experiment_counts(session, experiment_id=experiment_id)),
-        raters=[
-            schemas.RaterAgreementOut(
-                rater_id=summary.rater_id,
-                name=summary.name,
-                kind=summary.kind,  # type: ignore[arg-type]
-                labels=summary.labels,
-                skips=summary.skips,
-                mean_response_ms=summary.mean_response_ms,
-                with_others=agreement_out(summary.with_others),
-                with_teacher=agreement_out(summary.with_teacher),
-            )
-            for summary in agreement.raters
-        ],
-        between_raters=agreement_out(agreement.between_raters),
-        with_teacher=agreement_out(agreement.with_teacher),
-        pairs_multiply_labeled=agreement.pairs_multiply_labeled,
-        series=series,
+    fields = {
+        name: getattr(experiment, name) for name in schemas.LiveExperiment.model_fields if hasattr(experiment, name)
+    }
+    return schemas.ExperimentLive.model_validate(
+        {
+            "experiment": {**fields, "latest_checkpoint_step": checkpoint.step if checkpoint else None},
+            "counts": crud.experiment_counts(session, experiment_id=experiment_id),
+            "raters": agreement.raters,
+            "between_raters": agreement.between_raters,
+            "with_teacher": agreement.with_teacher,
+            "pairs_multiply_labeled": agreement.pairs_multiply_labeled,
+            "series": crud.metric_series(session, experiment_id=experiment_id, keys=PLOTTED_SERIES),
+        },
+        from_attributes=True,  # the agreement dataclasses, `rate` included
     )
