@@ -204,11 +204,6 @@ class RlhfClient:
             items.append(item)
         return self._json("POST", f"/experiments/{experiment_id}/pairs", json={"pairs": items})["pair_ids"]
 
-    def request_pairs(self, experiment_id: int, count: int, strategy: str = "uniform") -> dict[str, Any]:
-        """Ask the worker to choose pairs; returns the queued job."""
-        body = {"count": count, "strategy": strategy}
-        return self._json("POST", f"/experiments/{experiment_id}/pair-requests", json=body)
-
     def get_pair(self, pair_id: int) -> dict[str, Any]:
         return self._json("GET", f"/pairs/{pair_id}")
 

@@ -97,10 +97,11 @@ def is_sqlite(session: Session) -> bool:
 def write_transaction(session: Session) -> Iterator[Session]:
     """Run a read-then-write unit in its own transaction and commit it.
 
-    On SQLite the transaction starts with BEGIN IMMEDIATE (a deferred one fails under concurrent writers,
-    see FACTS.md) and writers of this process queue on a lock instead of sleeping in SQLite's busy handler,
-    which keeps tail latency low. On PostgreSQL callers lock rows themselves (FOR UPDATE [SKIP LOCKED]).
-    Any read transaction still open on the session is ended first.
+    On SQLite the transaction starts with BEGIN IMMEDIATE (a deferred one that reads, then writes fails with
+    "database is locked" when another writer committed meanwhile, and no busy timeout retries it), and writers
+    of this process queue on a lock instead of sleeping in SQLite's busy handler, which keeps tail latency low.
+    On PostgreSQL callers lock rows themselves (FOR UPDATE [SKIP LOCKED]). Any read transaction still open on
+    the session is ended first.
     """
     if session.in_transaction():
         if session.new or session.dirty or session.deleted:

@@ -80,32 +80,57 @@ SessionDep = Annotated[Session, Depends(get_session)]
 CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
 
 
-# Cookie the rater page sets at sign-in; accepted on GET/HEAD only (a <video> cannot send a header, and
-# safe methods need no CSRF protection). Writes need the Authorization header.
+# The pages keep the session token (a rater's invite token or the admin token) in an HttpOnly cookie, so their
+# scripts cannot read it and send no Authorization header. A cookie rides along on cross-site requests too, so
+# on unsafe methods it counts only with the CSRF token in the `X-CSRF-Token` header equal to the `rlhf_csrf`
+# cookie (double submit: a cross-site page can read neither that cookie nor the page that embeds the token).
+# Bearer tokens are never sent by the browser on its own and need no CSRF token.
 TOKEN_COOKIE = "rlhf_token"
+CSRF_COOKIE = "rlhf_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def check_csrf(request: Request, submitted: str | None, field: str = CSRF_HEADER) -> None:
+    """403 naming `field` unless the submitted token equals the CSRF cookie."""
+    expected = request.cookies.get(CSRF_COOKIE, "")
+    if not expected or not submitted or not hmac.compare_digest(expected, submitted):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, f"{field}: missing or wrong CSRF token (it must equal the {CSRF_COOKIE} cookie)"
+        )
 
 
 async def get_principal(request: Request, session: SessionDep, credentials: CredentialsDep) -> Principal:
-    """Admin or rater from the bearer token; 401 when missing or unknown."""
-    token = credentials.credentials if credentials is not None else ""
-    if not token and request.method in ("GET", "HEAD"):
+    """Admin or rater from the bearer token, or from the session cookie (plus the CSRF header on writes)."""
+    if credentials is not None:
+        token = credentials.credentials
+    else:
         token = request.cookies.get(TOKEN_COOKIE, "")
+        if token and request.method not in SAFE_METHODS:
+            check_csrf(request, request.headers.get(CSRF_HEADER))
     if not token:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "authorization: bearer token required",
             {"WWW-Authenticate": "Bearer"},
         )
+    principal = principal_for_token(request, session, token)
+    if principal is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "authorization: unknown or revoked token",
+            {"WWW-Authenticate": "Bearer"},
+        )
+    return principal
+
+
+def principal_for_token(request: Request, session: Session, token: str) -> Principal | None:
+    """The admin or the active rater the token belongs to, or None."""
     principal = known_principal(request, token)
     if principal is None:
         rater_id = _lookup_rater(session, token)  # one indexed read: cheaper inline than a thread hop
-        if rater_id is None:
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                "authorization: unknown or revoked token",
-                {"WWW-Authenticate": "Bearer"},
-            )
-        principal = remember_rater(request, token, rater_id)
+        if rater_id is not None:
+            principal = remember_rater(request, token, rater_id)
     return principal
 
 
@@ -126,7 +151,7 @@ def remember_rater(request: Request, token: str, rater_id: int) -> Principal:
 
 
 def _lookup_rater(session: Session, token: str) -> int | None:
-    rater_id = crud.rater_id_for_token(session, token)
+    rater_id = crud.rater_id_for_token(session, token=token)
     # Hand the connection back now: a request parked between dependency and endpoint must not hold one of
     # the pool's connections meanwhile.
     session.rollback()
@@ -157,17 +182,17 @@ def check_experiment_access(
 ) -> None:
     """Admins see every experiment; a rater only those invited to (403), unknown ids are 404."""
     if principal.is_admin:
-        crud.get_experiment(session, experiment_id)
+        crud.get_experiment(session, experiment_id=experiment_id)
         return
     assert principal.rater_id is not None
     key = ("invited", principal.rater_id, experiment_id)
     if cache is not None and cache.get(key):
         return
-    if crud.is_invited(session, principal.rater_id, experiment_id):
+    if crud.is_invited(session, rater_id=principal.rater_id, experiment_id=experiment_id):
         if cache is not None:
             cache.put(key, True)
     else:
-        crud.get_experiment(session, experiment_id)  # unknown id: 404; known but not invited: 403
+        crud.get_experiment(session, experiment_id=experiment_id)  # unknown id: 404; known but not invited: 403
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, "experiment_id: the rater is not invited to this experiment"
         )

@@ -155,7 +155,7 @@ def create_app(settings: Settings) -> FastAPI:
     with session_factory() as session:
         try:
             admin_hash, generated = crud.ensure_admin_token(
-                session, settings.admin_token.get_secret_value() if settings.admin_token else None
+                session, configured=settings.admin_token.get_secret_value() if settings.admin_token else None
             )
         except (OperationalError, ProgrammingError) as error:
             engine.dispose()

@@ -1,7 +1,7 @@
 """The database schema as SQLAlchemy 2 typed mappings; Alembic migrations are generated from this metadata.
 
 Arrays (observations, actions, rewards) are stored compactly as raw C-order bytes next to their shape and
-dtype; `app.crud` packs and unpacks them.
+dtype; `app.crud.arrays` packs and unpacks them.
 """
 
 from __future__ import annotations
@@ -27,6 +27,23 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from app.vocabulary import (
+    CHOICES,
+    CLIP_STATUSES,
+    EXPERIMENT_STATUSES,
+    JOB_STATUSES,
+    PAIR_STATUSES,
+    RATER_KINDS,
+    TEACHER_MODES,
+    Choice,
+    ClipStatus,
+    ExperimentStatus,
+    JobStatus,
+    PairStatus,
+    RaterKind,
+    TeacherMode,
+)
+
 # Stable constraint names, so migrations can alter them on every database.
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -36,13 +53,6 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-TEACHER_MODES = ("human", "oracle", "mixed")
-EXPERIMENT_STATUSES = ("created", "running", "paused", "done")
-PAIR_STATUSES = ("pending", "complete", "cancelled")
-CHOICES = ("left", "right", "equal", "skip")
-RATER_KINDS = ("human", "oracle")
-JOB_STATUSES = ("queued", "running", "done", "failed")
-CLIP_STATUSES = ("none", "queued", "ready", "failed")
 
 
 def utcnow() -> datetime:
@@ -71,8 +81,8 @@ class Experiment(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     env_id: Mapped[str] = mapped_column(String(200))
-    teacher_mode: Mapped[str] = mapped_column(String(16), default="human")
-    status: Mapped[str] = mapped_column(String(16), default="created")
+    teacher_mode: Mapped[TeacherMode] = mapped_column(String(16), default="human")
+    status: Mapped[ExperimentStatus] = mapped_column(String(16), default="created")
     instructions: Mapped[str] = mapped_column(Text, default="")
     labels_per_pair: Mapped[int] = mapped_column(Integer, default=1)
     label_budget: Mapped[int | None] = mapped_column(Integer)
@@ -86,7 +96,7 @@ class Experiment(Base):
     action_dtype: Mapped[str] = mapped_column(String(16), default="int64")
     num_actions: Mapped[int | None] = mapped_column(Integer)  # discrete spaces: actions in [0, num_actions)
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # training hyperparameters, as run
-    # The worker that owns the experiment, kept while it heart-beats (issue 5).
+    # The worker that owns the experiment while it renews this lease; another may take over once it expires.
     owner_worker: Mapped[str | None] = mapped_column(String(200))
     owner_expires_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -131,7 +141,7 @@ class Segment(Base):
     seed: Mapped[int | None] = mapped_column(BigInteger)
     render_spec: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     policy_step: Mapped[int | None] = mapped_column(BigInteger)  # timesteps trained when it was collected
-    clip_status: Mapped[str] = mapped_column(String(16), default="none")
+    clip_status: Mapped[ClipStatus] = mapped_column(String(16), default="none")
     clip_hash: Mapped[str | None] = mapped_column(ForeignKey("clips.content_hash"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -153,7 +163,7 @@ class Pair(Base):
     experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
     left_segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"), index=True)
     right_segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"), index=True)
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[PairStatus] = mapped_column(String(16), default="pending")
     priority: Mapped[float] = mapped_column(Float, default=0.0)
     acquisition_score: Mapped[float | None] = mapped_column(Float)
     labels_wanted: Mapped[int] = mapped_column(Integer, default=1)
@@ -170,7 +180,7 @@ class Rater(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
-    kind: Mapped[str] = mapped_column(String(16), default="human")
+    kind: Mapped[RaterKind] = mapped_column(String(16), default="human")
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -220,7 +230,7 @@ class Label(Base):
     experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
     pair_id: Mapped[int] = mapped_column(ForeignKey("pairs.id", ondelete="CASCADE"))
     rater_id: Mapped[int] = mapped_column(ForeignKey("raters.id", ondelete="CASCADE"))
-    choice: Mapped[str] = mapped_column(String(8))
+    choice: Mapped[Choice] = mapped_column(String(8))
     response_time_ms: Mapped[int | None] = mapped_column(Integer)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -242,7 +252,7 @@ class Checkpoint(Base):
 
 
 class MetricPoint(Base):
-    """One value of a namespaced metric series (`reward/accuracy`, `env/true_return`) at a step."""
+    """One value of a namespaced metric series (`reward/val_accuracy`, `env/true_return`) at a step."""
 
     __tablename__ = "metric_points"
     __table_args__ = (Index("ix_metric_points_series", "experiment_id", "key", "step"),)
@@ -270,7 +280,7 @@ class Job(Base):
         ForeignKey("experiments.id", ondelete="CASCADE"), index=True
     )
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[JobStatus] = mapped_column(String(16), default="queued")
     priority: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)

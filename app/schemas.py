@@ -1,7 +1,7 @@
 """Request and response bodies of the REST API (pydantic v2), with the examples shown in /openapi.json.
 
-Array fields arrive as nested JSON lists; `app.crud` checks their shapes and dtypes against the experiment's
-declared spaces. Every float field rejects NaN and infinity.
+Array fields arrive as nested JSON lists; `app.crud.arrays` checks their shapes and dtypes against the
+experiment's declared spaces. Every float field rejects NaN and infinity.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Choice = Literal["left", "right", "equal", "skip"]
-TeacherMode = Literal["human", "oracle", "mixed"]
-ExperimentStatus = Literal["created", "running", "paused", "done"]
+from app.vocabulary import Choice, ClipStatus, ExperimentStatus, JobStatus, PairStatus, RaterKind, TeacherMode
+
 DType = Literal["float32", "float64", "int64", "int32", "uint8"]
 
 Name = Field(min_length=1, max_length=200)
@@ -182,7 +181,7 @@ class SegmentOut(BaseModel):
     seed: int | None
     policy_step: int | None
     true_return: float | None
-    clip_status: str
+    clip_status: ClipStatus
     clip: ClipOut | None = None
     clip_url: str
     poster_url: str
@@ -221,7 +220,7 @@ class PairOut(BaseModel):
     experiment_id: int
     left_segment_id: int
     right_segment_id: int
-    status: str
+    status: PairStatus
     priority: float
     acquisition_score: float | None
     labels_wanted: int
@@ -234,20 +233,11 @@ class PairsCreated(BaseModel):
     pair_ids: list[int]
 
 
-class PairRequest(StrictModel):
-    """Ask the worker to choose pairs among the experiment's segments."""
-
-    model_config = ConfigDict(json_schema_extra={"examples": [{"count": 20, "strategy": "disagreement"}]})
-
-    count: int = Field(ge=1, le=10_000)
-    strategy: Literal["uniform", "disagreement"] = "uniform"
-
-
 class JobOut(BaseModel):
     id: int
     kind: str
     experiment_id: int | None
-    status: str
+    status: JobStatus
     payload: dict[str, Any]
     attempts: int
     result: dict[str, Any] | None
@@ -260,7 +250,7 @@ class SegmentRef(BaseModel):
     id: int
     clip_url: str
     poster_url: str
-    clip_status: str
+    clip_status: ClipStatus
 
 
 class LeaseOut(BaseModel):
@@ -310,13 +300,13 @@ class InviteCreate(StrictModel):
 
     name: str = Field(min_length=1, max_length=200)
     experiment_ids: list[int] = Field(default_factory=list, max_length=1000)
-    kind: Literal["human", "oracle"] = "human"
+    kind: RaterKind = "human"
 
 
 class InviteOut(BaseModel):
     rater_id: int
     name: str
-    kind: str
+    kind: RaterKind
     token: str = Field(description="Shown once; only its hash is stored.")
     invite_url: str
     experiment_ids: list[int]
@@ -325,7 +315,7 @@ class InviteOut(BaseModel):
 class RaterOut(BaseModel):
     id: int
     name: str
-    kind: str
+    kind: RaterKind
     active: bool
     experiment_ids: list[int]
     created_at: datetime
@@ -334,7 +324,7 @@ class RaterOut(BaseModel):
 class MetricsRecord(StrictModel):
     model_config = ConfigDict(
         json_schema_extra={
-            "examples": [{"step": 20480, "values": {"env/true_return": 212.0, "reward/accuracy": 0.91}}]
+            "examples": [{"step": 20480, "values": {"env/true_return": 212.0, "reward/val_accuracy": 0.91}}]
         }
     )
 
@@ -349,3 +339,52 @@ class ImportResult(BaseModel):
 class Health(BaseModel):
     status: Literal["ok"]
     database: str
+
+
+class PairsWaiting(BaseModel):
+    """Pending pairs of the experiment the calling rater has not labeled (those the rater holds included)."""
+
+    pairs_waiting: int
+
+
+class AgreementOut(BaseModel):
+    """How many compared answers matched; `rate` is null when nothing could be compared."""
+
+    matches: int
+    compared: int
+    rate: float | None
+
+
+class RaterAgreementOut(BaseModel):
+    rater_id: int
+    name: str
+    kind: RaterKind
+    labels: int
+    skips: int
+    mean_response_ms: float | None
+    with_others: AgreementOut
+    with_teacher: AgreementOut
+
+
+class LiveExperiment(BaseModel):
+    id: int
+    name: str
+    env_id: str
+    status: ExperimentStatus
+    teacher_mode: TeacherMode
+    labels_per_pair: int
+    label_budget: int | None
+    owner_worker: str | None
+    latest_checkpoint_step: int | None
+
+
+class ExperimentLive(BaseModel):
+    """What the admin's experiment page shows and polls: counts, agreement and the plotted series."""
+
+    experiment: LiveExperiment
+    counts: ExperimentCounts
+    raters: list[RaterAgreementOut]
+    between_raters: AgreementOut
+    with_teacher: AgreementOut
+    pairs_multiply_labeled: int
+    series: dict[str, list[tuple[int, float]]] = Field(description="Plotted series by key, as [step, value].")

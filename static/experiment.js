@@ -1,12 +1,12 @@
-// The admin experiment page: polls the live JSON and redraws figures, the rater table and two line charts;
-// the teacher-mode buttons post the switch without reloading (the form still works without this script).
+// The admin experiment page: polls GET /api/v1/experiments/{id}/live and redraws figures, the rater table and
+// two line charts; the teacher-mode buttons switch the mode with PATCH /api/v1/experiments/{id}.
 
 const root = document.getElementById("experiment");
 const experimentId = root.dataset.experimentId;
 const pollMs = Number(root.dataset.pollMs) || 3000;
 const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
-const modeForm = document.getElementById("mode-form");
-const modeButtons = [...modeForm.querySelectorAll('button[name="teacher_mode"]')];
+const experimentPath = `/api/v1/experiments/${experimentId}`;
+const modeButtons = [...document.querySelectorAll("#mode-switch button[data-mode]")];
 const modeMessage = document.getElementById("mode-message");
 const SVG_NS = "http://www.w3.org/2000/svg";
 // Polls that began before the last switch may carry the old mode; their mode is not shown.
@@ -68,7 +68,7 @@ function drawLineChart(svg, points, { xLabel, yMin = null, yMax = null }) {
 
 function accuracyAgainstLabels(series) {
   // Accuracy is recorded per training step; labels/count at the same step gives the x axis.
-  const accuracy = series["reward/accuracy"] || [];
+  const accuracy = series["reward/val_accuracy"] || [];
   const labelsAtStep = new Map((series["labels/count"] || []).map(([step, count]) => [step, count]));
   if (accuracy.length && accuracy.every(([step]) => labelsAtStep.has(step))) {
     return { points: accuracy.map(([step, value]) => [labelsAtStep.get(step), value]), xLabel: "labels" };
@@ -84,7 +84,7 @@ function cell(text) {
 
 function showMode(mode) {
   for (const button of modeButtons) {
-    const current = button.value === mode;
+    const current = button.dataset.mode === mode;
     button.classList.toggle("active", current);
     button.setAttribute("aria-pressed", String(current));
     if (current) document.getElementById("mode-hint").textContent = `${button.textContent}: ${button.dataset.hint}.`;
@@ -128,11 +128,11 @@ async function switchMode(mode) {
   modeMessage.classList.remove("error");
   modeMessage.textContent = "Switching…";
   try {
-    const response = await fetch(modeForm.action, {
-      method: "POST",
+    const response = await fetch(experimentPath, {
+      method: "PATCH",
       credentials: "same-origin",
-      headers: { "X-CSRF-Token": csrfToken, Accept: "application/json" },
-      body: new URLSearchParams({ teacher_mode: mode }),
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken },
+      body: JSON.stringify({ teacher_mode: mode }),
     });
     const body = await response.json().catch(() => ({}));
     if (!response.ok) throw new Error(body.detail || `the server answered ${response.status}`);
@@ -147,15 +147,12 @@ async function switchMode(mode) {
   }
 }
 
-modeForm.addEventListener("submit", (event) => {
-  event.preventDefault();
-  if (event.submitter && event.submitter.value) switchMode(event.submitter.value);
-});
+for (const button of modeButtons) button.addEventListener("click", () => switchMode(button.dataset.mode));
 
 async function poll() {
   const startedAt = performance.now();
   try {
-    const response = await fetch(`/admin/experiments/${experimentId}/live`, { credentials: "same-origin" });
+    const response = await fetch(`${experimentPath}/live`, { credentials: "same-origin" });
     if (response.ok) {
       render(await response.json(), { withMode: startedAt > modeSwitchedAt });
       document.getElementById("updated").textContent = `Updated ${new Date().toLocaleTimeString()}.`;

@@ -5,7 +5,7 @@ const root = document.getElementById("labeler");
 const experimentId = root.dataset.experimentId;
 const pollMs = Number(root.dataset.pollMs) || 2000;
 const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
-const apiBase = `/label/${experimentId}`;
+const experimentPath = `/api/v1/experiments/${experimentId}`;
 const PAIRS_AHEAD = 2; // leased and loaded beyond the one on screen
 const SLOW_RATE = 0.5;
 const MAX_DRIFT_S = 0.08;
@@ -42,13 +42,15 @@ const state = {
 // Read by the browser test: milliseconds from a choice to the next pair's clips playing.
 window.rlhfLabeler = { latencies: [], state };
 
-async function post(path, body) {
-  const response = await fetch(apiBase + path, {
-    method: "POST",
+// The REST API, authenticated by the session cookie; writes carry the CSRF token. 204 (no content) is null.
+async function api(method, path, body) {
+  const response = await fetch(path, {
+    method,
     credentials: "same-origin",
     headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
+  if (response.status === 204) return null;
   const data = await response.json().catch(() => ({}));
   if (!response.ok) {
     const error = new Error(data.detail || `request failed (${response.status})`);
@@ -56,6 +58,15 @@ async function post(path, body) {
     throw error;
   }
   return data;
+}
+
+async function refreshWaiting() {
+  try {
+    const data = await api("GET", `${experimentPath}/pairs/waiting`);
+    el("waiting-count").textContent = String(data.pairs_waiting);
+  } catch {
+    // The count is a hint; the next refresh corrects it.
+  }
 }
 
 function newIdempotencyKey(pairId) {
@@ -73,10 +84,6 @@ function queueWrite(task) {
 function showMessage(text, isError = false) {
   message.textContent = text;
   message.classList.toggle("error", isError);
-}
-
-function setWaiting(count) {
-  if (typeof count === "number") el("waiting-count").textContent = String(count);
 }
 
 function setSessionCount(count) {
@@ -184,13 +191,12 @@ async function fillQueue() {
   let exhausted = false;
   try {
     while (state.upcoming.length < PAIRS_AHEAD) {
-      const data = await post("/lease");
-      setWaiting(data.waiting);
-      if (!data.lease) {
+      const lease = await api("POST", `${experimentPath}/leases`);
+      if (!lease) {
         exhausted = true;
         break;
       }
-      state.upcoming.push(preparePair(data.lease));
+      state.upcoming.push(preparePair(lease));
       if (!state.current) showNext();
     }
   } catch (error) {
@@ -200,7 +206,10 @@ async function fillQueue() {
     state.leasing = false;
   }
   if (!state.current) showView("waiting");
-  if (exhausted) schedulePoll(); // keep looking so new pairs appear by themselves
+  if (exhausted) {
+    refreshWaiting();
+    schedulePoll(); // keep looking so new pairs appear by themselves
+  }
 }
 
 function choose(choice) {
@@ -217,8 +226,8 @@ function choose(choice) {
     response_time_ms: responseMs,
     idempotency_key: newIdempotencyKey(pair.lease.pair_id),
   };
-  queueWrite(() => post("/labels", body))
-    .then((data) => setWaiting(data.waiting))
+  queueWrite(() => api("POST", "/api/v1/labels", body))
+    .then(refreshWaiting)
     .catch((error) => {
       setSessionCount(state.sessionCount - 1);
       showMessage(`That choice was not saved: ${error.message}`, true);
@@ -234,9 +243,9 @@ function choose(choice) {
 async function undo() {
   undoButton.disabled = true;
   try {
-    const data = await queueWrite(() => post("/undo"));
+    const data = await queueWrite(() => api("POST", `${experimentPath}/labels/undo`));
     setSessionCount(Math.max(0, state.sessionCount - 1));
-    setWaiting(data.waiting);
+    refreshWaiting();
     const previous = state.previous;
     const reuse = previous && previous.lease.pair_id === data.lease.pair_id ? previous : null;
     if (reuse) state.previous = null;

@@ -293,12 +293,12 @@ def prepare_database(settings, with_demo: bool) -> tuple[str | None, str | None]
     try:
         with make_session_factory(engine)() as session:
             configured = settings.admin_token.get_secret_value() if settings.admin_token else None
-            _hash, admin_token = crud.ensure_admin_token(session, configured)
+            _hash, admin_token = crud.ensure_admin_token(session, configured=configured)
             if with_demo and not crud.list_experiments(session):
                 config = RunConfig(env_id="CartPole-v1").resolved()
                 demo = crud.create_experiment(
                     session,
-                    ExperimentCreate(
+                    data=ExperimentCreate(
                         name=DEMO_NAME,
                         env_id="CartPole-v1",
                         teacher_mode="mixed",
@@ -311,7 +311,7 @@ def prepare_database(settings, with_demo: bool) -> tuple[str | None, str | None]
                         config={"run": config.to_dict()},
                     ),
                 )
-                _rater, invite_token = crud.create_rater(session, "demo-rater", [demo.id])
+                _rater, invite_token = crud.create_rater(session, name="demo-rater", experiment_ids=[demo.id])
     finally:
         engine.dispose()
     return admin_token or configured, invite_token

@@ -5,10 +5,13 @@ from __future__ import annotations
 import numpy as np
 from sqlalchemy.orm import Session
 
-from app import crud, schemas
+from app import crud, schemas, stats
 from app.models import Experiment, Label, Pair, Segment
+from app.vocabulary import ClipStatus
 
 API_PREFIX = "/api/v1"
+# Series the experiment page plots, under the names the worker records them.
+PLOTTED_SERIES = ("env/true_return", "reward/val_accuracy", "labels/count")
 
 
 def clip_url(segment_id: int) -> str:
@@ -32,10 +35,10 @@ def experiment_out(session: Session, experiment: Experiment, detailed: bool) -> 
         }
     )
     if detailed:
-        out.counts = schemas.ExperimentCounts(**crud.experiment_counts(session, experiment.id))
+        out.counts = schemas.ExperimentCounts(**crud.experiment_counts(session, experiment_id=experiment.id))
         out.latest_metrics = {
             key: schemas.MetricValue(step=step, value=value)
-            for key, (step, value) in crud.latest_metrics(session, experiment.id).items()
+            for key, (step, value) in crud.latest_metrics(session, experiment_id=experiment.id).items()
         }
     return out
 
@@ -74,7 +77,7 @@ def pair_out(pair: Pair) -> schemas.PairOut:
     return out
 
 
-def segment_ref(segment_id: int, clip_status: str) -> schemas.SegmentRef:
+def segment_ref(segment_id: int, clip_status: ClipStatus) -> schemas.SegmentRef:
     return schemas.SegmentRef(
         id=segment_id,
         clip_url=clip_url(segment_id),
@@ -100,8 +103,30 @@ def label_out(label: Label) -> schemas.LabelOut:
         experiment_id=label.experiment_id,
         pair_id=label.pair_id,
         rater_id=label.rater_id,
-        choice=label.choice,  # type: ignore[arg-type]
+        choice=label.choice,
         response_time_ms=label.response_time_ms,
         idempotency_key=label.idempotency_key,
         created_at=crud.as_utc(label.created_at),
+    )
+
+
+def experiment_live_out(session: Session, experiment_id: int) -> schemas.ExperimentLive:
+    """Everything the experiment page shows (it polls this to stay live)."""
+    experiment = crud.get_experiment(session, experiment_id=experiment_id)
+    agreement = stats.experiment_agreement(session, experiment_id)
+    checkpoint = crud.latest_checkpoint(session, experiment_id=experiment_id)
+    fields = {
+        name: getattr(experiment, name) for name in schemas.LiveExperiment.model_fields if hasattr(experiment, name)
+    }
+    return schemas.ExperimentLive.model_validate(
+        {
+            "experiment": {**fields, "latest_checkpoint_step": checkpoint.step if checkpoint else None},
+            "counts": crud.experiment_counts(session, experiment_id=experiment_id),
+            "raters": agreement.raters,
+            "between_raters": agreement.between_raters,
+            "with_teacher": agreement.with_teacher,
+            "pairs_multiply_labeled": agreement.pairs_multiply_labeled,
+            "series": crud.metric_series(session, experiment_id=experiment_id, keys=PLOTTED_SERIES),
+        },
+        from_attributes=True,  # the agreement dataclasses, `rate` included
     )

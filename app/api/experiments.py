@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from app import crud, schemas
-from app.api.convert import experiment_out
+from app.api.convert import experiment_live_out, experiment_out
 from app.deps import AdminDep, PrincipalDep, SessionDep, check_experiment_access
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
@@ -18,7 +18,7 @@ def create_experiment(
     body: schemas.ExperimentCreate, session: SessionDep, _admin: AdminDep
 ) -> schemas.ExperimentOut:
     """Create an experiment with its environment, spaces, teacher mode and instructions (admin)."""
-    experiment = crud.create_experiment(session, body)
+    experiment = crud.create_experiment(session, data=body)
     return experiment_out(session, experiment, detailed=True)
 
 
@@ -33,7 +33,7 @@ def list_experiments(session: SessionDep, principal: PrincipalDep) -> list[schem
 def get_experiment(experiment_id: int, session: SessionDep, principal: PrincipalDep) -> schemas.ExperimentOut:
     """Read an experiment with its counts (segments, pairs, labels, raters) and latest metrics."""
     check_experiment_access(session, principal, experiment_id)
-    return experiment_out(session, crud.get_experiment(session, experiment_id), detailed=True)
+    return experiment_out(session, crud.get_experiment(session, experiment_id=experiment_id), detailed=True)
 
 
 @router.patch("/{experiment_id}", response_model=schemas.ExperimentOut)
@@ -41,8 +41,16 @@ def update_experiment(
     experiment_id: int, body: schemas.ExperimentUpdate, session: SessionDep, _admin: AdminDep
 ) -> schemas.ExperimentOut:
     """Change teacher mode, instructions, status or budgets (admin); a mode switch acts from the next pair."""
-    experiment = crud.update_experiment(session, experiment_id, body.model_dump(exclude_unset=True))
+    experiment = crud.update_experiment(
+        session, experiment_id=experiment_id, changes=body.model_dump(exclude_unset=True)
+    )
     return experiment_out(session, experiment, detailed=True)
+
+
+@router.get("/{experiment_id}/live", response_model=schemas.ExperimentLive)
+def get_experiment_live(experiment_id: int, session: SessionDep, _admin: AdminDep) -> schemas.ExperimentLive:
+    """Counts, per-rater agreement and the plotted metric series: what the experiment page shows (admin)."""
+    return experiment_live_out(session, experiment_id)
 
 
 @router.post("/{experiment_id}/metrics", status_code=status.HTTP_204_NO_CONTENT)
@@ -50,7 +58,7 @@ def record_metrics(
     experiment_id: int, body: schemas.MetricsRecord, session: SessionDep, _admin: AdminDep
 ) -> None:
     """Append metric points (e.g. `env/true_return`) at a training step (admin or worker)."""
-    crud.record_metrics(session, experiment_id, body.step, body.values)
+    crud.record_metrics(session, experiment_id=experiment_id, step=body.step, values=body.values)
 
 
 @router.get("/{experiment_id}/metrics", response_model=dict[str, list[schemas.MetricValue]])
@@ -63,7 +71,7 @@ def get_metrics(
 ) -> dict[str, list[schemas.MetricValue]]:
     """Metric series of an experiment, by key, in step order."""
     check_experiment_access(session, principal, experiment_id)
-    series = crud.metric_series(session, experiment_id, keys=key, after_step=after_step)
+    series = crud.metric_series(session, experiment_id=experiment_id, keys=key, after_step=after_step)
     return {
         name: [schemas.MetricValue(step=s, value=v) for s, v in points] for name, points in series.items()
     }

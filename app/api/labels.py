@@ -19,6 +19,7 @@ from app import crud, schemas
 from app.api.convert import label_out, lease_out
 from app.deps import AdminDep, RaterDep, SessionDep, SettingsDep, check_experiment_access
 from app.errors import Invalid
+from app.vocabulary import Choice
 
 router = APIRouter(tags=["labels"])
 
@@ -34,7 +35,12 @@ async def submit_label(body: schemas.LabelCreate, session: SessionDep, rater: Ra
     """Store the calling rater's choice for a leased pair; the same idempotency key answers the same label."""
     assert rater.rater_id is not None
     label, _created = crud.submit_label(
-        session, rater.rater_id, body.pair_id, body.choice, body.response_time_ms, body.idempotency_key
+        session,
+        rater_id=rater.rater_id,
+        pair_id=body.pair_id,
+        choice=body.choice,
+        response_time_ms=body.response_time_ms,
+        idempotency_key=body.idempotency_key,
     )
     return label_out(label)
 
@@ -46,7 +52,9 @@ def undo_label(
     """Remove the calling rater's last label in the experiment and lease its pair back to them."""
     check_experiment_access(session, rater, experiment_id)
     assert rater.rater_id is not None
-    label, info = crud.undo_last_label(session, experiment_id, rater.rater_id, settings.lease_seconds)
+    label, info = crud.undo_last_label(
+        session, experiment_id=experiment_id, rater_id=rater.rater_id, lease_seconds=settings.lease_seconds
+    )
     return schemas.UndoOut(label=label_out(label), lease=lease_out(info))
 
 
@@ -57,7 +65,7 @@ def _stream_records(factory: sessionmaker[Session], experiment_id: int, export_f
             buffer = io.StringIO()
             writer = csv.DictWriter(buffer, fieldnames=crud.EXPORT_FIELDS, lineterminator="\n")
             writer.writeheader()
-            for record in crud.iter_label_records(session, experiment_id):
+            for record in crud.iter_label_records(session, experiment_id=experiment_id):
                 writer.writerow(record)
                 if buffer.tell() > 64 * 1024:
                     yield buffer.getvalue()
@@ -65,7 +73,7 @@ def _stream_records(factory: sessionmaker[Session], experiment_id: int, export_f
                     buffer.truncate()
             yield buffer.getvalue()
         else:
-            for record in crud.iter_label_records(session, experiment_id):
+            for record in crud.iter_label_records(session, experiment_id=experiment_id):
                 yield json.dumps(record) + "\n"
 
 
@@ -84,7 +92,7 @@ def export_labels(
     ] = "jsonl",
 ) -> StreamingResponse:
     """Stream every label with its segment ids, rater, time and response time, as JSONL or CSV (admin)."""
-    crud.get_experiment(session, experiment_id)
+    crud.get_experiment(session, experiment_id=experiment_id)
     media_type = "text/csv" if format == "csv" else "application/x-ndjson"
     filename = f"experiment-{experiment_id}-labels.{format}"
     return StreamingResponse(
@@ -100,7 +108,7 @@ class LabelImport(schemas.StrictModel):
     model_config = ConfigDict(extra="ignore")
 
     pair_id: int = Field(ge=1)
-    choice: schemas.Choice
+    choice: Choice
     rater_id: int | None = Field(default=None, ge=1)
     rater_name: str | None = Field(default=None, min_length=1, max_length=200)
     response_time_ms: int | None = Field(default=None, ge=0)
@@ -157,5 +165,5 @@ async def import_labels(
     except UnicodeDecodeError as error:
         raise Invalid("body", "must be UTF-8 JSONL") from error
     records = parse_jsonl(text)
-    imported = await run_in_threadpool(crud.import_labels, session, experiment_id, records)
+    imported = await run_in_threadpool(crud.import_labels, session, experiment_id=experiment_id, records=records)
     return schemas.ImportResult(imported=imported)

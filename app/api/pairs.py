@@ -1,10 +1,10 @@
-"""Pairs: queue explicitly or ask the worker to choose; lease the next pair to a rater, release a lease."""
+"""Pairs: queue them; lease the next pair to a rater, release a lease; count what waits for a rater."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, status
 
-from app import crud, schemas
+from app import crud, schemas, stats
 from app.api.convert import lease_out, pair_out
 from app.deps import AdminDep, PrincipalDep, RaterDep, SessionDep, SettingsDep, check_experiment_access
 
@@ -20,26 +20,13 @@ def queue_pairs(
     experiment_id: int, body: schemas.PairsCreate, session: SessionDep, _admin: AdminDep
 ) -> schemas.PairsCreated:
     """Queue pairs of this experiment's segments for labeling (admin)."""
-    return schemas.PairsCreated(pair_ids=crud.add_pairs(session, experiment_id, body.pairs))
-
-
-@router.post(
-    "/experiments/{experiment_id}/pair-requests",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=schemas.JobOut,
-)
-def request_pairs(
-    experiment_id: int, body: schemas.PairRequest, session: SessionDep, _admin: AdminDep
-) -> schemas.JobOut:
-    """Ask the worker to choose and queue pairs (uniformly or by reward-model disagreement) (admin)."""
-    job = crud.request_pairs(session, experiment_id, body.count, body.strategy)
-    return schemas.JobOut.model_validate(job, from_attributes=True)
+    return schemas.PairsCreated(pair_ids=crud.add_pairs(session, experiment_id=experiment_id, pairs=body.pairs))
 
 
 @router.get("/pairs/{pair_id}", response_model=schemas.PairOut)
 def get_pair(pair_id: int, session: SessionDep, principal: PrincipalDep) -> schemas.PairOut:
     """Read a pair: its segments, status and label count."""
-    pair = crud.get_pair(session, pair_id)
+    pair = crud.get_pair(session, pair_id=pair_id)
     check_experiment_access(session, principal, pair.experiment_id)
     return pair_out(pair)
 
@@ -59,14 +46,24 @@ async def lease_pair(
     """Lease the next pair to the calling rater until the lease expires; 204 when none is waiting."""
     check_experiment_access(session, rater, experiment_id, request.app.state.auth_cache)
     assert rater.rater_id is not None
-    info = crud.lease_pair(session, experiment_id, rater.rater_id, settings.lease_seconds)
+    info = crud.lease_pair(
+        session, experiment_id=experiment_id, rater_id=rater.rater_id, lease_seconds=settings.lease_seconds
+    )
     if info is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     return lease_out(info)
+
+
+@router.get("/experiments/{experiment_id}/pairs/waiting", response_model=schemas.PairsWaiting)
+def count_pairs_waiting(experiment_id: int, session: SessionDep, rater: RaterDep) -> schemas.PairsWaiting:
+    """How many pending pairs the calling rater has not labeled yet (those the rater holds included)."""
+    check_experiment_access(session, rater, experiment_id)
+    assert rater.rater_id is not None
+    return schemas.PairsWaiting(pairs_waiting=stats.pairs_waiting(session, experiment_id, rater.rater_id))
 
 
 @router.delete("/leases/{lease_id}", status_code=status.HTTP_204_NO_CONTENT)
 def release_lease(lease_id: int, session: SessionDep, rater: RaterDep) -> None:
     """Give a leased pair back to the pool before its lease expires."""
     assert rater.rater_id is not None
-    crud.release_lease(session, lease_id, rater.rater_id)
+    crud.release_lease(session, lease_id=lease_id, rater_id=rater.rater_id)

@@ -17,7 +17,7 @@ def _rater_out(session: SessionDep, rater: Rater) -> schemas.RaterOut:
         name=rater.name,
         kind=rater.kind,
         active=rater.active,
-        experiment_ids=crud.rater_experiment_ids(session, rater.id),
+        experiment_ids=crud.rater_experiment_ids(session, rater_id=rater.id),
         created_at=crud.as_utc(rater.created_at),
     )
 
@@ -27,7 +27,7 @@ def create_invite(
     body: schemas.InviteCreate, session: SessionDep, settings: SettingsDep, _admin: AdminDep
 ) -> schemas.InviteOut:
     """Create a rater invited to the given experiments; returns its token and invite link once (admin)."""
-    rater, token = crud.create_rater(session, body.name, body.experiment_ids, body.kind)
+    rater, token = crud.create_rater(session, name=body.name, experiment_ids=body.experiment_ids, kind=body.kind)
     return schemas.InviteOut(
         rater_id=rater.id,
         name=rater.name,
@@ -50,10 +50,10 @@ def list_experiment_raters(
 ) -> list[schemas.RaterOut]:
     """Raters invited to one experiment (admin)."""
     check_experiment_access(session, admin, experiment_id)
-    return [_rater_out(session, rater) for rater in crud.list_raters(session, experiment_id)]
+    return [_rater_out(session, rater) for rater in crud.list_raters(session, experiment_id=experiment_id)]
 
 
 @router.put("/experiments/{experiment_id}/raters/{rater_id}", status_code=status.HTTP_204_NO_CONTENT)
 def invite_rater(experiment_id: int, rater_id: int, session: SessionDep, _admin: AdminDep) -> None:
     """Invite an existing rater to one more experiment (admin)."""
-    crud.invite_rater(session, rater_id, experiment_id)
+    crud.invite_rater(session, rater_id=rater_id, experiment_id=experiment_id)

@@ -30,7 +30,7 @@ def queue_segments(
     experiment_id: int, body: schemas.SegmentsCreate, session: SessionDep, _admin: AdminDep
 ) -> schemas.SegmentsCreated:
     """Queue one or many segments; those with a `render` spec get a clip rendered by the worker (admin)."""
-    segment_ids, job_ids = crud.add_segments(session, experiment_id, body.segments)
+    segment_ids, job_ids = crud.add_segments(session, experiment_id=experiment_id, segments=body.segments)
     return schemas.SegmentsCreated(segment_ids=segment_ids, render_job_ids=job_ids)
 
 
@@ -42,7 +42,7 @@ def get_segment(
     include_arrays: Annotated[bool, Query(description="Also return obs, actions, rewards, ended.")] = False,
 ) -> schemas.SegmentOut:
     """Read a segment: its source, clip status and, on request, its arrays."""
-    segment = crud.get_segment(session, segment_id)
+    segment = crud.get_segment(session, segment_id=segment_id)
     check_experiment_access(session, principal, segment.experiment_id)
     return segment_out(segment, include_arrays=include_arrays and principal.is_admin)
 
@@ -74,7 +74,12 @@ async def upload_frames(
     except (ValueError, OSError, EOFError) as error:
         raise Invalid("frames", "body must be a .npy array") from error
     job = await run_in_threadpool(
-        crud.queue_uploaded_frames, session, segment_id, settings.upload_dir, frames, fps
+        crud.queue_uploaded_frames,
+        session,
+        segment_id=segment_id,
+        frames=frames,
+        fps=fps,
+        upload_dir=settings.upload_dir,
     )
     return schemas.JobOut.model_validate(job, from_attributes=True)
 
@@ -82,7 +87,7 @@ async def upload_frames(
 def _clip_file(
     session: Session, settings: Settings, principal: Principal, segment_id: int, poster: bool
 ) -> Path:
-    segment = crud.get_segment(session, segment_id)
+    segment = crud.get_segment(session, segment_id=segment_id)
     check_experiment_access(session, principal, segment.experiment_id)
     if segment.clip is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"clip: not ready (status {segment.clip_status})")

@@ -86,7 +86,7 @@ def test_queue_segments_lease_label_and_read_back(server_url: str, rng: np.rando
         assert all(r["rater_name"] == "alice" for r in labels)
         assert "label_id,experiment_id,pair_id" in admin.export_labels_csv(experiment["id"])
         admin.update_experiment(experiment["id"], teacher_mode="oracle")
-        admin.record_metrics(experiment["id"], 10, {"reward/accuracy": 0.75})
+        admin.record_metrics(experiment["id"], 10, {"reward/val_accuracy": 0.75})
         summary = admin.get_experiment(experiment["id"])
         assert summary["teacher_mode"] == "oracle" and summary["counts"]["labels"] == 2
-        assert summary["latest_metrics"]["reward/accuracy"]["value"] == 0.75
+        assert summary["latest_metrics"]["reward/val_accuracy"]["value"] == 0.75

@@ -289,8 +289,12 @@ def test_concurrent_raters_in_the_data_layer(
     def rate(rater_id: int) -> None:
         try:
             with session_factory() as session:
-                while (lease := crud.lease_pair(session, world.experiment_id, rater_id, 60)) is not None:
-                    crud.submit_label(session, rater_id, lease.pair_id, "right")
+                while (
+                    lease := crud.lease_pair(
+                        session, experiment_id=world.experiment_id, rater_id=rater_id, lease_seconds=60
+                    )
+                ) is not None:
+                    crud.submit_label(session, rater_id=rater_id, pair_id=lease.pair_id, choice="right")
         except BaseException as error:  # reported below; a thread's exception would otherwise vanish
             errors.append(error)
 

@@ -1,4 +1,5 @@
-"""The HTML pages by template and context (no browser), their JSON endpoints, CSRF, and the agreement maths."""
+"""The HTML pages by template and context (no browser), their scripts' cookie + CSRF calls to /api/v1, and the
+agreement maths."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from helpers import ADMIN_TOKEN, CARTPOLE, World, build_world, segment_json
 
-from app.pages import CSRF_COOKIE, CSRF_HEADER, TEACHER_MODE_CHOICES
-from app.schemas import TeacherMode
+from app.deps import CSRF_COOKIE, CSRF_HEADER
+from app.pages import TEACHER_MODE_CHOICES
 from app.stats import Agreement, LabelRecord, perfect_teacher_choice, summarize
+from app.vocabulary import TeacherMode
 
 
 def sign_in_rater(app: FastAPI, token: str) -> TestClient:
@@ -45,7 +47,7 @@ def test_sign_in_sets_an_httponly_cookie_and_needs_csrf(app: FastAPI, world: Wor
     browser = TestClient(app, follow_redirects=False)
     browser.get(f"/invite/{world.rater_tokens[0]}")
     forged = browser.post(f"/invite/{world.rater_tokens[0]}", data={"csrf_token": "guess"})
-    assert forged.status_code == 403 and forged.json()["detail"] == "csrf: missing or wrong CSRF token"
+    assert forged.status_code == 403 and forged.json()["detail"].startswith("csrf_token: missing or wrong CSRF token")
     assert "rlhf_token" not in browser.cookies
     page = browser.get(f"/invite/{world.rater_tokens[0]}")
     signed_in = browser.post(f"/invite/{world.rater_tokens[0]}", data={"csrf_token": page.context["csrf_token"]})  # type: ignore[attr-defined]
@@ -78,45 +80,74 @@ def test_rater_sees_only_invited_experiments(app: FastAPI, client: TestClient, r
     browser = sign_in_rater(app, mine.rater_tokens[0])
     page = browser.get(f"/label/{other.experiment_id}")
     assert page.status_code == 403 and page.template.name == "signin.html"  # type: ignore[attr-defined]
-    lease = browser.post(f"/label/{other.experiment_id}/lease", headers=csrf_headers(browser))
+    lease = browser.post(f"/api/v1/experiments/{other.experiment_id}/leases", headers=csrf_headers(browser))
     assert lease.status_code == 403
     assert browser.get("/label/999").status_code == 403
     anonymous = TestClient(app, follow_redirects=False)
     assert anonymous.get(f"/label/{mine.experiment_id}").status_code == 401
 
 
-def test_lease_label_undo_through_the_page_endpoints(app: FastAPI, client: TestClient, world: World) -> None:
+def test_the_page_leases_labels_and_undoes_through_the_api(app: FastAPI, client: TestClient, world: World) -> None:
+    """What static/label.js does: the session cookie plus the CSRF header on /api/v1."""
     browser = sign_in_rater(app, world.rater_tokens[0])
-    url = f"/label/{world.experiment_id}"
-    assert browser.post(f"{url}/lease").status_code == 403  # no CSRF header
-    leased = browser.post(f"{url}/lease", headers=csrf_headers(browser)).json()
-    assert leased["waiting"] == 3 and leased["lease"]["left"]["clip_url"].startswith("/api/v1/segments/")
-    pair_id = leased["lease"]["pair_id"]
+    experiment = f"/api/v1/experiments/{world.experiment_id}"
+    assert browser.get(f"{experiment}/pairs/waiting").json() == {"pairs_waiting": 3}  # a read: no CSRF needed
+    leased = browser.post(f"{experiment}/leases", headers=csrf_headers(browser))
+    assert leased.status_code == 200 and leased.json()["left"]["clip_url"].startswith("/api/v1/segments/")
+    pair_id = leased.json()["pair_id"]
     body = {"pair_id": pair_id, "choice": "right", "response_time_ms": 1500, "idempotency_key": "k1"}
-    assert browser.post(f"{url}/labels", json=body).status_code == 403
-    labeled = browser.post(f"{url}/labels", json=body, headers=csrf_headers(browser))
-    assert labeled.status_code == 201, labeled.text
-    assert labeled.json()["label"]["rater_id"] == world.rater_ids[0] and labeled.json()["waiting"] == 2
-    again = browser.post(f"{url}/labels", json=body, headers=csrf_headers(browser))  # same key: same label
-    assert again.status_code == 201 and again.json()["label"]["id"] == labeled.json()["label"]["id"]
-    undone = browser.post(f"{url}/undo", headers=csrf_headers(browser))
+    labeled = browser.post("/api/v1/labels", json=body, headers=csrf_headers(browser))
+    assert labeled.status_code == 201 and labeled.json()["rater_id"] == world.rater_ids[0]
+    assert browser.get(f"{experiment}/pairs/waiting").json() == {"pairs_waiting": 2}
+    again = browser.post("/api/v1/labels", json=body, headers=csrf_headers(browser))  # same key: same label
+    assert again.status_code == 201 and again.json()["id"] == labeled.json()["id"]
+    undone = browser.post(f"{experiment}/labels/undo", headers=csrf_headers(browser))
     assert undone.status_code == 200 and undone.json()["lease"]["pair_id"] == pair_id
-    assert undone.json()["waiting"] == 3
+    assert browser.get(f"{experiment}/pairs/waiting").json() == {"pairs_waiting": 3}
     body = {**body, "choice": "left", "idempotency_key": "k2"}
-    assert browser.post(f"{url}/labels", json=body, headers=csrf_headers(browser)).status_code == 201
-    exported = client.get(f"/api/v1/experiments/{world.experiment_id}/labels/export").text.splitlines()
+    assert browser.post("/api/v1/labels", json=body, headers=csrf_headers(browser)).status_code == 201
+    exported = client.get(f"{experiment}/labels/export").text.splitlines()
     assert len(exported) == 1 and '"choice": "left"' in exported[0]
-    nothing_leased = browser.post(f"{url}/undo", headers=csrf_headers(browser))
-    assert nothing_leased.status_code == 200  # undoes the remaining label
-    assert browser.post(f"{url}/undo", headers=csrf_headers(browser)).status_code == 404
+    assert browser.post(f"{experiment}/labels/undo", headers=csrf_headers(browser)).status_code == 200
+    assert browser.post(f"{experiment}/labels/undo", headers=csrf_headers(browser)).status_code == 404
 
 
-def test_empty_queue_lease_is_null(app: FastAPI, client: TestClient, rng: np.random.Generator) -> None:
+@pytest.mark.parametrize("csrf", [None, "guess"], ids=["no header", "wrong header"])
+def test_cookie_writes_without_the_csrf_header_are_refused(
+    app: FastAPI, client: TestClient, world: World, csrf: str | None
+) -> None:
+    browser = sign_in_rater(app, world.rater_tokens[0])
+    headers = {} if csrf is None else {CSRF_HEADER: csrf}
+    experiment = f"/api/v1/experiments/{world.experiment_id}"
+    leased = browser.post(f"{experiment}/leases", headers=headers)
+    assert leased.status_code == 403 and leased.json()["detail"].startswith(f"{CSRF_HEADER}: missing or wrong")
+    pair_id = browser.post(f"{experiment}/leases", headers=csrf_headers(browser)).json()["pair_id"]
+    labeled = browser.post("/api/v1/labels", json={"pair_id": pair_id, "choice": "left"}, headers=headers)
+    assert labeled.status_code == 403
+    assert browser.post(f"{experiment}/labels/undo", headers=headers).status_code == 403
+    assert client.get(f"/api/v1/pairs/{pair_id}").json()["labels_count"] == 0
+    # A bearer token is never sent by a browser on its own: it needs no CSRF header, cookie or not.
+    bearer = browser.post("/api/v1/labels", json={"pair_id": pair_id, "choice": "left"}, headers=world.rater_headers())
+    assert bearer.status_code == 201
+
+
+def test_an_empty_queue_answers_no_content(app: FastAPI, client: TestClient, rng: np.random.Generator) -> None:
     world = build_world(client, rng, pairs=1, raters=1)
     browser = sign_in_rater(app, world.rater_tokens[0])
-    url = f"/label/{world.experiment_id}/lease"
-    assert browser.post(url, headers=csrf_headers(browser)).json()["lease"] is not None
-    assert browser.post(url, headers=csrf_headers(browser)).json() == {"lease": None, "waiting": 1}
+    url = f"/api/v1/experiments/{world.experiment_id}/leases"
+    assert browser.post(url, headers=csrf_headers(browser)).status_code == 200
+    assert browser.post(url, headers=csrf_headers(browser)).status_code == 204
+    assert browser.get(f"/api/v1/experiments/{world.experiment_id}/pairs/waiting").json() == {"pairs_waiting": 1}
+
+
+def test_a_rater_cookie_cannot_reach_admin_routes(app: FastAPI, client: TestClient, world: World) -> None:
+    browser = sign_in_rater(app, world.rater_tokens[0])
+    experiment = f"/api/v1/experiments/{world.experiment_id}"
+    assert browser.get(f"{experiment}/live").status_code == 403
+    switched = browser.patch(experiment, json={"teacher_mode": "oracle"}, headers=csrf_headers(browser))
+    assert switched.status_code == 403 and switched.json()["detail"] == "authorization: admin token required"
+    assert browser.get(f"{experiment}/labels/export").status_code == 403
+    assert client.get(experiment).json()["teacher_mode"] == "human"
 
 
 def admin_browser(app: FastAPI) -> TestClient:
@@ -167,7 +198,7 @@ def test_experiment_page_shows_agreement_and_metrics(app: FastAPI, client: TestC
             f"/api/v1/experiments/{experiment_id}/metrics",
             json={
                 "step": step,
-                "values": {"labels/count": labels, "reward/accuracy": accuracy, "env/true_return": true_return},
+                "values": {"labels/count": labels, "reward/val_accuracy": accuracy, "env/true_return": true_return},
             },
         )
 
@@ -182,11 +213,12 @@ def test_experiment_page_shows_agreement_and_metrics(app: FastAPI, client: TestC
     assert by_name["bob"]["with_teacher"] == {"matches": 1, "compared": 2, "rate": 0.5}
     assert by_name["ann"]["with_others"] == {"matches": 1, "compared": 2, "rate": 0.5}
     assert live["between_raters"] == {"matches": 1, "compared": 2, "rate": 0.5}
-    assert live["series"]["reward/accuracy"] == [[100, 0.5], [200, 0.75]]
+    assert live["series"]["reward/val_accuracy"] == [[100, 0.5], [200, 0.75]]
     assert live["series"]["env/true_return"] == [[100, 10.0], [200, 30.0]]
-    polled = browser.get(f"/admin/experiments/{experiment_id}/live")
+    polled = browser.get(f"/api/v1/experiments/{experiment_id}/live")  # what static/experiment.js polls
     assert polled.status_code == 200 and polled.json() == live
-    assert TestClient(app).get(f"/admin/experiments/{experiment_id}/live").status_code == 401
+    assert client.get(f"/api/v1/experiments/{experiment_id}/live").json() == live  # the admin's bearer token too
+    assert TestClient(app).get(f"/api/v1/experiments/{experiment_id}/live").status_code == 401
     rater = sign_in_rater(app, invites[0]["token"])
     assert rater.get(f"/admin/experiments/{experiment_id}").status_code == 303  # raters are sent to sign in
 
@@ -208,54 +240,41 @@ def test_experiment_page_shows_the_teacher_mode_with_a_switch(app: FastAPI, worl
     assert page.status_code == 200 and page.template.name == "experiment.html"  # type: ignore[attr-defined]
     assert page.context["live"]["experiment"]["teacher_mode"] == "human"  # type: ignore[attr-defined]
     assert page.context["teacher_modes"] == TEACHER_MODE_CHOICES  # type: ignore[attr-defined]
-    form = page.text.split('id="mode-form"')[1].split("</form>")[0]
-    assert f'action="/admin/experiments/{world.experiment_id}/mode"' in form
-    assert f'name="csrf_token" value="{browser.cookies[CSRF_COOKIE]}"' in form
+    switch = page.text.split('id="mode-switch"')[1].split("</section>")[0]
     for text in ("Human", "Oracle", "Mixed"):
-        assert f">{text}</button>" in form
-    assert re.findall(r'<button[^>]*value="(\w+)"[^>]*aria-pressed="true"', form) == ["human"]
+        assert f">{text}</button>" in switch
+    assert re.findall(r'<button[^>]*data-mode="(\w+)"[^>]*aria-pressed="true"', switch) == ["human"]
 
 
 def test_admin_switches_the_teacher_mode_from_the_page(app: FastAPI, client: TestClient, world: World) -> None:
+    """What static/experiment.js does: PATCH the experiment with the admin's cookie and the CSRF header."""
     browser = admin_browser(app)
     browser.get(f"/admin/experiments/{world.experiment_id}")
-    url = f"/admin/experiments/{world.experiment_id}/mode"
-    # The page's script: header token, JSON answer.
-    switched = browser.post(
-        url, data={"teacher_mode": "oracle"}, headers={**csrf_headers(browser), "Accept": "application/json"}
-    )
-    assert switched.status_code == 200 and switched.json() == {"teacher_mode": "oracle"}
-    assert client.get(f"/api/v1/experiments/{world.experiment_id}").json()["teacher_mode"] == "oracle"
-    live = browser.get(f"/admin/experiments/{world.experiment_id}/live").json()
-    assert live["experiment"]["teacher_mode"] == "oracle"  # what the page's polling shows
-    # A plain form post: hidden-field token, back to the page.
-    posted = browser.post(url, data={"teacher_mode": "mixed", "csrf_token": browser.cookies[CSRF_COOKIE]})
-    assert posted.status_code == 303 and posted.headers["location"] == f"/admin/experiments/{world.experiment_id}"
-    page = browser.get(posted.headers["location"])
-    assert page.context["live"]["experiment"]["teacher_mode"] == "mixed"  # type: ignore[attr-defined]
-    missing = browser.post("/admin/experiments/999/mode", data={"teacher_mode": "human"}, headers=csrf_headers(browser))
+    url = f"/api/v1/experiments/{world.experiment_id}"
+    switched = browser.patch(url, json={"teacher_mode": "oracle"}, headers=csrf_headers(browser))
+    assert switched.status_code == 200 and switched.json()["teacher_mode"] == "oracle"
+    assert client.get(url).json()["teacher_mode"] == "oracle"
+    assert browser.get(f"{url}/live").json()["experiment"]["teacher_mode"] == "oracle"  # what the page polls
+    page = browser.get(f"/admin/experiments/{world.experiment_id}")
+    assert page.context["live"]["experiment"]["teacher_mode"] == "oracle"  # type: ignore[attr-defined]
+    missing = browser.patch("/api/v1/experiments/999", json={"teacher_mode": "human"}, headers=csrf_headers(browser))
     assert missing.status_code == 404
 
 
 def test_refused_teacher_mode_switches_change_nothing(app: FastAPI, client: TestClient, world: World) -> None:
     browser = admin_browser(app)
     browser.get(f"/admin/experiments/{world.experiment_id}")
-    url = f"/admin/experiments/{world.experiment_id}/mode"
-    bad = browser.post(url, data={"teacher_mode": "robot"}, headers=csrf_headers(browser))
+    url = f"/api/v1/experiments/{world.experiment_id}"
+    bad = browser.patch(url, json={"teacher_mode": "robot"}, headers=csrf_headers(browser))
     assert bad.status_code == 422 and bad.json()["field"] == "teacher_mode"
     assert bad.json()["detail"].startswith("teacher_mode: ")
-    assert browser.post(url, data={}, headers=csrf_headers(browser)).status_code == 422
-    no_csrf = browser.post(url, data={"teacher_mode": "oracle"})
-    assert no_csrf.status_code == 403 and no_csrf.json()["detail"] == "csrf: missing or wrong CSRF token"
-    wrong_csrf = browser.post(url, data={"teacher_mode": "oracle", "csrf_token": "guess"})
-    assert wrong_csrf.status_code == 403
-    rater = sign_in_rater(app, world.rater_tokens[0])
-    as_rater = rater.post(url, data={"teacher_mode": "oracle"}, headers=csrf_headers(rater))
-    assert as_rater.status_code == 401
+    no_csrf = browser.patch(url, json={"teacher_mode": "oracle"})
+    assert no_csrf.status_code == 403 and no_csrf.json()["detail"].startswith(f"{CSRF_HEADER}: missing or wrong")
+    assert browser.patch(url, json={"teacher_mode": "oracle"}, headers={CSRF_HEADER: "guess"}).status_code == 403
     anonymous = TestClient(app, follow_redirects=False)
     anonymous.get("/admin")  # gets a CSRF cookie, but no session
-    assert anonymous.post(url, data={"teacher_mode": "oracle"}, headers=csrf_headers(anonymous)).status_code == 401
-    assert client.get(f"/api/v1/experiments/{world.experiment_id}").json()["teacher_mode"] == "human"
+    assert anonymous.patch(url, json={"teacher_mode": "oracle"}, headers=csrf_headers(anonymous)).status_code == 401
+    assert client.get(url).json()["teacher_mode"] == "human"
 
 
 @pytest.mark.parametrize(

@@ -288,7 +288,11 @@ def check_experiment_page(admin_page: Page, live_server: LiveServer, scenario: S
                 f"/api/v1/experiments/{scenario.experiment_id}/metrics",
                 json={
                     "step": step,
-                    "values": {"labels/count": labels, "reward/accuracy": accuracy, "env/true_return": true_return},
+                    "values": {
+                        "labels/count": labels,
+                        "reward/val_accuracy": accuracy,
+                        "env/true_return": true_return,
+                    },
                 },
             )
             assert response.status_code == 204, response.text

@@ -1,0 +1,235 @@
+"""Pairs and leases: queue pairs, lease the next one to a rater, give a lease back."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Integer, bindparam, delete, exists, func, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.orm import Session, aliased
+
+from app.crud.common import as_utc, get_or_not_found
+from app.crud.experiments import get_experiment
+from app.db import is_sqlite, write_transaction
+from app.errors import Invalid, NotFound
+from app.models import (
+    Label,
+    Lease,
+    Pair,
+    Segment,
+    utcnow,
+)
+from app.schemas import PairIn
+from app.vocabulary import ClipStatus
+
+
+def add_pairs(session: Session, *, experiment_id: int, pairs: Sequence[PairIn], source: str = "api") -> list[int]:
+    """Queue pairs of this experiment's segments for labeling."""
+    experiment = get_experiment(session, experiment_id=experiment_id)
+    wanted_ids = {p.left_segment_id for p in pairs} | {p.right_segment_id for p in pairs}
+    owners = dict(session.execute(select(Segment.id, Segment.experiment_id).where(Segment.id.in_(wanted_ids))).all())
+    for i, pair in enumerate(pairs):
+        if pair.left_segment_id == pair.right_segment_id:
+            raise Invalid(f"pairs[{i}].right_segment_id", "a segment cannot be compared with itself")
+        for side in ("left_segment_id", "right_segment_id"):
+            segment_id = getattr(pair, side)
+            if segment_id not in owners:
+                raise NotFound(f"pairs[{i}].{side}", f"no segment {segment_id}")
+            if owners[segment_id] != experiment_id:
+                raise Invalid(f"pairs[{i}].{side}", f"segment {segment_id} belongs to another experiment")
+    with write_transaction(session):
+        rows = [
+            Pair(
+                experiment_id=experiment_id,
+                left_segment_id=pair.left_segment_id,
+                right_segment_id=pair.right_segment_id,
+                priority=pair.priority,
+                acquisition_score=pair.acquisition_score,
+                labels_wanted=pair.labels_wanted or experiment.labels_per_pair,
+                source=source,
+            )
+            for pair in pairs
+        ]
+        session.add_all(rows)
+        session.flush()
+    return [row.id for row in rows]
+
+
+def get_pair(session: Session, *, pair_id: int) -> Pair:
+    return get_or_not_found(session, model=Pair, row_id=pair_id, noun="pair")
+
+
+def pending_pairs(session: Session, *, experiment_id: int) -> list[Pair]:
+    """Pairs still waiting for labels, oldest first."""
+    return list(
+        session.scalars(
+            select(Pair).where(Pair.experiment_id == experiment_id, Pair.status == "pending").order_by(Pair.id)
+        )
+    )
+
+
+def count_pairs_asked(session: Session, *, experiment_id: int) -> int:
+    """Pairs asked about so far (pending or complete; cancelled ones do not count)."""
+    query = select(func.count()).where(Pair.experiment_id == experiment_id, Pair.status != "cancelled")
+    return session.scalar(query) or 0
+
+
+def leased_pair_ids(session: Session, *, experiment_id: int, rater_id: int) -> list[int]:
+    """Pending pairs the rater holds a lease on (live or expired): a restarted oracle answers these first."""
+    query = (
+        select(Lease.pair_id)
+        .join(Pair, Pair.id == Lease.pair_id)
+        .where(Lease.experiment_id == experiment_id, Lease.rater_id == rater_id, Pair.status == "pending")
+        .order_by(Lease.pair_id)
+    )
+    return list(session.scalars(query))
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    """A pair held by a rater until `expires_at`, with what the page needs to show its two clips."""
+
+    lease_id: int
+    pair_id: int
+    experiment_id: int
+    rater_id: int
+    expires_at: datetime
+    left_segment_id: int
+    right_segment_id: int
+    left_clip_status: ClipStatus
+    right_clip_status: ClipStatus
+
+
+# The lease and label hot paths use Core statements built once (SQLAlchemy then reuses their compiled form):
+# building ORM statements per request cost more than running them. Each is a handful of statements, since on
+# PostgreSQL every statement is a round trip.
+
+
+def _upsert(postgres: bool) -> Any:
+    return postgresql_insert if postgres else sqlite_insert
+
+
+@functools.cache
+def _lease_statements(postgres: bool, excluding: bool) -> dict[str, Any]:
+    now = bindparam("now", type_=Lease.expires_at.type)
+    rater_id = bindparam("rater_id", type_=Integer())
+    pair_id = bindparam("pair_id", type_=Integer())
+
+    def live_leases(of_pair: Any) -> Any:
+        return (
+            select(func.count()).select_from(Lease).where(Lease.pair_id == of_pair, Lease.expires_at > now)
+        ).scalar_subquery()
+
+    left, right = aliased(Segment), aliased(Segment)
+    candidate = (
+        select(
+            Pair.id,
+            Pair.labels_wanted,
+            Pair.labels_count,
+            Pair.left_segment_id,
+            Pair.right_segment_id,
+            left.clip_status.label("left_clip_status"),
+            right.clip_status.label("right_clip_status"),
+        )
+        .join(left, left.id == Pair.left_segment_id)
+        .join(right, right.id == Pair.right_segment_id)
+        .where(
+            Pair.experiment_id == bindparam("experiment_id", type_=Integer()),
+            Pair.status == "pending",
+            Pair.labels_count + live_leases(Pair.id) < Pair.labels_wanted,
+            ~exists().where(Label.pair_id == Pair.id, Label.rater_id == rater_id),
+            ~exists().where(Lease.pair_id == Pair.id, Lease.rater_id == rater_id, Lease.expires_at > now),
+        )
+        # Highest priority first, then the newest pair (behaviour of the latest policy is the most useful
+        # to label); both walk ix_pairs_queue backwards, so no sort and an early stop.
+        .order_by(Pair.priority.desc(), Pair.id.desc())
+        .limit(1)
+    )
+    if excluding:
+        candidate = candidate.where(Pair.id.not_in(bindparam("rejected", expanding=True)))
+    if postgres:
+        candidate = candidate.with_for_update(skip_locked=True, of=Pair)
+    # Inserts the lease only if the pair still has room. On PostgreSQL this re-counts under the pair's row
+    # lock in a fresh statement, so it sees leases committed by earlier lock holders after the candidate
+    # query's snapshot; on SQLite the transaction runs alone and the condition always holds. A rater's own
+    # expired lease on the pair is renewed in place (unique pair_id, rater_id).
+    values = select(
+        pair_id,
+        rater_id,
+        bindparam("experiment_id", type_=Integer()),
+        now,
+        bindparam("expires_at", type_=Lease.expires_at.type),
+    ).where(bindparam("labels_count", type_=Integer()) + live_leases(pair_id) < bindparam("labels_wanted"))
+    insert_lease = _upsert(postgres)(Lease).from_select(
+        ["pair_id", "rater_id", "experiment_id", "created_at", "expires_at"], values
+    )
+    insert_lease = insert_lease.on_conflict_do_update(
+        index_elements=["pair_id", "rater_id"],
+        set_={"created_at": insert_lease.excluded.created_at, "expires_at": insert_lease.excluded.expires_at},
+    ).returning(Lease.id)
+    return {"candidate": candidate, "insert": insert_lease}
+
+
+def lease_pair(session: Session, *, experiment_id: int, rater_id: int, lease_seconds: float) -> LeaseInfo | None:
+    """Lease the next pair to a rater, or None when nothing is waiting.
+
+    Offers the highest-priority pair, newest first among equals. A pair is offered while its labels plus live
+    leases fall short of `labels_wanted`, and never to a rater who labeled it or holds it. On PostgreSQL
+    candidates are locked with FOR UPDATE SKIP LOCKED and re-counted under the lock; on SQLite the whole
+    transaction is BEGIN IMMEDIATE, so it runs alone.
+    """
+    postgres = not is_sqlite(session)
+    with write_transaction(session):
+        connection = session.connection()  # Core execution: skips the ORM's per-statement bookkeeping
+        now = utcnow()
+        expires_at = now + timedelta(seconds=lease_seconds)
+        rejected: list[int] = []
+        for _attempt in range(20):
+            statements = _lease_statements(postgres, bool(rejected))
+            params: dict[str, Any] = {"experiment_id": experiment_id, "rater_id": rater_id, "now": now}
+            if rejected:
+                params["rejected"] = rejected
+            candidate = connection.execute(statements["candidate"], params).first()
+            if candidate is None:
+                return None
+            lease_id = connection.execute(
+                statements["insert"],
+                {
+                    **params,
+                    "pair_id": candidate.id,
+                    "expires_at": expires_at,
+                    "labels_count": candidate.labels_count,
+                    "labels_wanted": candidate.labels_wanted,
+                },
+            ).scalar()
+            if lease_id is None:  # filled up between the candidate query and the lock
+                rejected.append(candidate.id)
+                continue
+            return LeaseInfo(
+                lease_id=lease_id,
+                pair_id=candidate.id,
+                experiment_id=experiment_id,
+                rater_id=rater_id,
+                expires_at=as_utc(expires_at),
+                left_segment_id=candidate.left_segment_id,
+                right_segment_id=candidate.right_segment_id,
+                left_clip_status=candidate.left_clip_status,
+                right_clip_status=candidate.right_clip_status,
+            )
+        return None
+
+
+def release_lease(session: Session, *, rater_id: int, lease_id: int) -> None:
+    """Hand a leased pair back to the pool before it expires (the rater left or skipped ahead)."""
+    with write_transaction(session):
+        result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+            delete(Lease).where(Lease.id == lease_id, Lease.rater_id == rater_id)
+        )
+        if result.rowcount == 0:
+            raise NotFound("lease_id", f"no lease {lease_id} held by this rater")
