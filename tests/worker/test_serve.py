@@ -6,7 +6,6 @@ import os
 import queue
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,14 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.live_server import free_port
+
 STARTUP_SECONDS = 60.0
 STOP_SECONDS = 90.0  # the worker finishes its current step and checkpoints first
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def children(pid: int) -> list[int]:

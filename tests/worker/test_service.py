@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import Engine
 
 from app.client import ApiError, RlhfClient
+from app.live_server import ServerProcess
 from app.migrate import upgrade_database
 from app.models import Checkpoint, Job, Label, Pair, Rater, Segment
 from app.settings import Settings
@@ -31,43 +31,24 @@ ADMIN_TOKEN = "service-test-token"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class Service:
-    url: str
+    server: ServerProcess
     env: dict[str, str]
     engine: Engine
     tmp: Path
     workers: list[subprocess.Popen]
-    server: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return self.server.url
 
     def api(self) -> RlhfClient:
         return RlhfClient(self.url, token=ADMIN_TOKEN)
 
     def start_server(self) -> None:
-        """uvicorn in a subprocess on `url`'s port; returns once /healthz answers."""
-        self.server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app_from_env",
-             "--port", self.url.rsplit(":", 1)[1], "--log-level", "warning"],
-            env=self.env,
-            stdout=(self.tmp / "server.log").open("a"),
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and self.server.poll() is None, (self.tmp / "server.log").read_text()
-            time.sleep(0.1)
+        """uvicorn (again, on the same port) with its output in server.log; returns once /healthz answers."""
+        self.server.start()
 
     def start_worker(self, name: str) -> subprocess.Popen:
         log = (self.tmp / f"{name}.log").open("w")
@@ -102,17 +83,17 @@ def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]
     if database_url:
         env["RLHF_DATABASE_URL"] = database_url
     engine = create_engine(settings.resolved_database_url)
-    running = Service(url=f"http://127.0.0.1:{_free_port()}", env=env, engine=engine, tmp=tmp_path, workers=[])
+    server = ServerProcess(env, log=tmp_path / "server.log", startup_timeout_s=30)
+    running = Service(server=server, env=env, engine=engine, tmp=tmp_path, workers=[])
     try:
         running.start_server()
         yield running
     finally:
-        for process in [*running.workers, running.server]:
-            if process is None:
-                continue
+        for process in running.workers:
             if process.poll() is None:
                 process.kill()
             process.wait()
+        server.kill()
         engine.dispose()
         if database_url:
             drop_postgres_database(database_url)
@@ -200,9 +181,7 @@ def test_web_server_killed_mid_labeling_keeps_every_acknowledged_label(service: 
     for thread in threads:
         thread.start()
     wait_for(lambda: len(acknowledged) >= 100, 60, "100 labels", service)
-    assert service.server is not None
     service.server.kill()
-    service.server.wait()
     for thread in threads:
         thread.join(timeout=30)
     service.start_server()
