@@ -16,6 +16,8 @@ from app.client import ApiError, RlhfClient
 from app.live_server import free_port
 from worker.types import Segment
 
+pytestmark = pytest.mark.process  # uvicorn in a thread, over a real socket
+
 
 @pytest.fixture
 def server_url(app: FastAPI) -> Iterator[str]:

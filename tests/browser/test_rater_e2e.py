@@ -22,7 +22,7 @@ from worker.store import process_clip_jobs
 
 from .conftest import LiveServer
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.process]  # Chromium and uvicorn processes
 
 SEGMENT_LENGTH = 40
 CLIP_FPS = 20

@@ -18,6 +18,8 @@ import pytest
 
 from app.live_server import free_port
 
+pytestmark = pytest.mark.process  # `rlhf serve` and its worker
+
 STARTUP_SECONDS = 60.0
 STOP_SECONDS = 90.0  # the worker finishes its current step and checkpoints first
 

@@ -27,6 +27,8 @@ from app.settings import Settings
 from worker.config import RunConfig
 from worker.types import Segment as TrajectorySegment
 
+pytestmark = pytest.mark.process  # uvicorn and `rlhf worker` processes
+
 ADMIN_TOKEN = "service-test-token"
 REPO = Path(__file__).resolve().parents[2]
 
@@ -195,6 +197,7 @@ def test_web_server_killed_mid_labeling_keeps_every_acknowledged_label(service: 
     assert overfilled == 0
 
 
+@pytest.mark.slow
 def test_kill_9_mid_training_then_another_worker_finishes_with_every_label_once(service: Service):
     budget = 40
     with service.api() as api:
@@ -215,6 +218,7 @@ def test_kill_9_mid_training_then_another_worker_finishes_with_every_label_once(
 
 
 # The many-worker property is PostgreSQL's (SKIP LOCKED).
+@pytest.mark.slow
 @pytest.mark.parametrize("service", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
 def test_two_workers_on_postgres_share_experiments_and_never_run_a_job_twice(service: Service):
     with service.api() as api:
@@ -236,6 +240,7 @@ def test_two_workers_on_postgres_share_experiments_and_never_run_a_job_twice(ser
     assert all("done: true return" in log for log in logs), logs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("service", ["sqlite"], indirect=True)  # does not depend on the database: run once
 def test_switching_to_human_mode_stops_synthetic_labels_at_the_next_pair(service: Service):
     with service.api() as api:
