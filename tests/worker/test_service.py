@@ -149,11 +149,12 @@ def test_oracle_run_via_server_reaches_475_with_the_in_process_label_budget(serv
     assert service.count(Checkpoint) >= 1
 
 
-def test_web_server_killed_mid_labeling_keeps_every_acknowledged_label(service: Service) -> None:
+def test_web_server_killed_mid_labeling_keeps_every_acknowledged_label(
+    service: Service, rng: np.random.Generator
+) -> None:
     """kill -9 the web server while four raters label as fast as they can: after a restart every label a rater
     was told is stored is there, and no pair holds more labels than it wanted."""
     api = service.api()
-    rng = np.random.default_rng(0)
     experiment_id = api.create_experiment("restart", "CartPole-v1", obs_shape=[4], num_actions=2)["id"]
     segments = [
         TrajectorySegment(
