@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
@@ -59,8 +60,13 @@ class Serve:
         self.seen: list[str] = []
         self.worker_pids: set[int] = set()  # killed at the end if still there, even when orphaned
         assert process.stdout is not None
-        stdout = process.stdout
-        threading.Thread(target=lambda: [self.lines.put(line) for line in stdout], daemon=True).start()
+        self.reader = threading.Thread(target=self._read, args=(process.stdout,), daemon=True)
+        self.reader.start()
+
+    def _read(self, stdout: IO[str]) -> None:
+        with stdout:  # closed at the end of output: once the server and its worker are gone
+            for line in stdout:
+                self.lines.put(line)
 
     def read_until(self, pattern: str, seconds: float) -> re.Match[str]:
         """The first stdout line (from the start) matching `pattern`, waiting up to `seconds` for it."""
@@ -110,6 +116,7 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
         if process.poll() is None:
             process.kill()
         process.wait(timeout=30)
+        running.reader.join(timeout=30)
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -40,27 +40,30 @@ class Service:
     engine: Engine
     tmp: Path
     workers: list[subprocess.Popen]
+    clients: list[RlhfClient] = field(default_factory=list)  # closed at the end, with their sockets
 
     @property
     def url(self) -> str:
         return self.server.url
 
     def api(self) -> RlhfClient:
-        return RlhfClient(self.url, token=ADMIN_TOKEN)
+        client = RlhfClient(self.url, token=ADMIN_TOKEN)
+        self.clients.append(client)
+        return client
 
     def start_server(self) -> None:
         """uvicorn (again, on the same port) with its output in server.log; returns once /healthz answers."""
         self.server.start()
 
     def start_worker(self, name: str) -> subprocess.Popen:
-        log = (self.tmp / f"{name}.log").open("w")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "worker", "--lease-seconds", "3", "--poll-seconds", "0.2"],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
+        with (self.tmp / f"{name}.log").open("w") as log:  # the worker writes to its own copy of the file
+            process = subprocess.Popen(
+                [sys.executable, "-m", "worker.cli", "worker", "--lease-seconds", "3", "--poll-seconds", "0.2"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
         self.workers.append(process)
         return process
 
@@ -96,6 +99,8 @@ def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]
                 process.kill()
             process.wait()
         server.kill()
+        for client in running.clients:
+            client.close()
         engine.dispose()
         if database_url:
             drop_postgres_database(database_url)
