@@ -10,7 +10,9 @@ stops it with SIGTERM, then SIGKILL. Only the standard library and httpx are imp
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -91,7 +93,7 @@ class ServerProcess:
                 self._wait_until_healthy()
                 return
             except RuntimeError:
-                taken = "address already in use" in self.output().lower()
+                taken = "address already in use" in self.output().lower()  # uvicorn's words for EADDRINUSE
                 self._end(kill=True)
                 if not taken or self._port_given or attempt == PORT_ATTEMPTS - 1:
                     raise
@@ -102,7 +104,7 @@ class ServerProcess:
         self._end(kill=False, timeout_s=timeout_s)
 
     def kill(self) -> None:
-        """SIGKILL, as a crash would end it, and wait for it to be gone."""
+        """SIGKILL to uvicorn and its web processes, as a crash would end them; returns once uvicorn is gone."""
         self._end(kill=True)
 
     def output(self) -> str:
@@ -131,8 +133,9 @@ class ServerProcess:
             sys.executable, "-m", "uvicorn", *self.app, "--host", HOST, "--port", str(self.port),
             "--workers", str(self.web_processes), "--log-level", "warning", "--no-access-log",
         ]  # fmt: skip
+        # A process group of its own, so that SIGKILL reaches every web process, as a crash of the machine would.
         self.process = subprocess.Popen(
-            command, env=self.env, cwd=self.cwd, stdout=self._log_file, stderr=subprocess.STDOUT
+            command, env=self.env, cwd=self.cwd, stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True
         )
 
     def _wait_until_healthy(self) -> None:
@@ -160,14 +163,15 @@ class ServerProcess:
     def _end(self, *, kill: bool, timeout_s: float = 30.0) -> None:
         process = self.process
         if process is not None and process.poll() is None:
-            if kill:
-                process.kill()
-            else:
-                process.terminate()
+            if not kill:
+                process.terminate()  # uvicorn stops its web processes, then itself
                 try:
                     process.wait(timeout=timeout_s)
                 except subprocess.TimeoutExpired:
-                    process.kill()
+                    kill = True
+            if kill:
+                with contextlib.suppress(ProcessLookupError):  # the group is gone already
+                    os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         if self._log_file is not None:
             self._log_file.close()  # a temporary one is removed with it
