@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test services browser lint bench
+.PHONY: setup demo test test-fast services browser lint bench
 
 # The CPU torch wheel goes in first: a bare torch requirement would pull a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
@@ -28,6 +28,10 @@ browser:
 
 test: setup services browser
 	$(VENV)/bin/pytest
+
+# The fast tier: no learning tests, no server or worker processes, no browser (under 90 s on two cores).
+test-fast: setup services
+	$(VENV)/bin/pytest -m "not slow and not process and not browser"
 
 lint: setup
 	$(VENV)/bin/ruff check app worker tests bench

@@ -29,10 +29,7 @@ import asyncio
 import gc
 import json
 import os
-import socket
 import ssl
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -45,6 +42,8 @@ import httpx
 import numpy as np
 import uvloop
 from sqlalchemy import create_engine, text
+
+from app.live_server import FACTORY, ServerProcess
 
 ADMIN_TOKEN = "bench-admin-token"
 POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
@@ -110,14 +109,8 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_server(database_url: str | None, data_dir: Path, port: int, workers: int = 1) -> subprocess.Popen:
-    """uvicorn with the app on `database_url`, or with bench/bare_app.py when it is None."""
+def start_server(database_url: str | None, data_dir: Path, workers: int = 1) -> ServerProcess:
+    """uvicorn with the app on `database_url`, or with bench/bare_app.py when it is None (not started yet)."""
     env = {
         **os.environ,
         "RLHF_DATABASE_URL": database_url or "",
@@ -126,22 +119,8 @@ def start_server(database_url: str | None, data_dir: Path, port: int, workers: i
         "RLHF_LEASE_SECONDS": "600",  # longer than the run: any pair leased twice is a real double lease
         "PYTHONPATH": str(Path(__file__).resolve().parent),  # finds bare_app
     }
-    app = ["--factory", "app.main:create_app_from_env"] if database_url else ["bare_app:app"]
-    command = [
-        sys.executable, "-m", "uvicorn", *app,
-        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
-        "--workers", str(workers),
-    ]  # fmt: skip
-    process = subprocess.Popen(command, env=env)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("server did not start")
+    app = FACTORY if database_url else ("bare_app:app",)
+    return ServerProcess(env, app=app, web_processes=workers, startup_timeout_s=30)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -345,10 +324,8 @@ def bench(
             from app.settings import Settings
 
             upgrade_database(Settings(database_url=database_url, data_dir=data_dir))
-        port = _free_port()
-        server = start_server(database_url, data_dir, port, workers)
-        try:
-            base_url = f"http://127.0.0.1:{port}"
+        with start_server(database_url, data_dir, workers) as server:
+            base_url = server.url
             if database_url is None:
                 experiment_id, tokens = 1, [f"rater{i}" for i in range(raters)]
             else:
@@ -356,12 +333,11 @@ def bench(
                 analyze(database_url)
             gc.collect()
             gc.freeze()  # the load generator keeps nothing from seeding for its collector to walk
-            server_cpu, client_cpu = cpu_seconds(server.pid), time.process_time()
+            assert server.process is not None
+            server_cpu, client_cpu = cpu_seconds(server.process.pid), time.process_time()
             observed = uvloop.run(run_load(base_url, experiment_id, tokens, duration, warmup, client_kind, cycle))
-            server_cpu, client_cpu = cpu_seconds(server.pid) - server_cpu, time.process_time() - client_cpu
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+            server_cpu = cpu_seconds(server.process.pid) - server_cpu
+            client_cpu = time.process_time() - client_cpu
         counts = {} if database_url is None else audit(database_url, observed)
         if admin_engine is not None:
             with admin_engine.connect() as connection:

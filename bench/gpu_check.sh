@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# GPU check (issue 5, part 5), under 5 minutes on a GPU machine. From the repo root, after `make setup`:
+# GPU check: under 5 minutes on a machine with an NVIDIA GPU. From the repo root, after `make setup`:
 #     bash bench/gpu_check.sh
 # 1. nvidia-smi; 2. a headless oracle run on CUDA (CartPole-v1, 100 labels, seed 0) and its metrics line;
 # 3. reward-model fit and PPO update throughput, CUDA vs CPU in one process (bench/gpu_throughput.py).
-# Paste everything it prints into the issue's note.
+# Everything it prints is the record of the check: keep it with the results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
+from app.live_server import ServerProcess
 
 TOKEN = "bench-token"
 
@@ -45,36 +44,21 @@ def main() -> None:
         in_process = timed([sys.executable, "-m", "worker.cli", "run", *common, "--out", str(tmp / "a")], env)
 
         subprocess.run([sys.executable, "-m", "worker.cli", "db", "upgrade"], env=env, check=True, capture_output=True)
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        url = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app_from_env", "--port", str(port),
-             "--log-level", "warning"],
-            env=env,
-        )  # fmt: skip
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "worker", "--poll-seconds", "0.2"],
-            env=env,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            for _ in range(300):
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            time.sleep(2.0)  # the worker's imports, as in a running deployment
-            print("through server + worker:")
-            command = [sys.executable, "-m", "worker.cli", "run", "--via-server", url, "--token", TOKEN, *common,
-                       "--out", str(tmp / "b")]  # fmt: skip
-            via_server = timed(command, env)
-        finally:
-            for process in (worker, server):
-                process.terminate()
-                process.wait(timeout=60)
+        with ServerProcess(env) as server:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "worker.cli", "worker", "--poll-seconds", "0.2"],
+                env=env,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                time.sleep(2.0)  # the worker's imports, as in a running deployment
+                print("through server + worker:")
+                command = [sys.executable, "-m", "worker.cli", "run", "--via-server", server.url, "--token", TOKEN,
+                           *common, "--out", str(tmp / "b")]  # fmt: skip
+                via_server = timed(command, env)
+            finally:
+                worker.terminate()
+                worker.wait(timeout=60)
     print(f"in-process {in_process:.1f} s, server + worker {via_server:.1f} s, ratio {via_server / in_process:.2f}")
 
 

@@ -88,10 +88,5 @@ def anonymous(app: FastAPI) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(0)
-
-
-@pytest.fixture
 def world(client: TestClient, rng: np.random.Generator) -> World:
     return build_world(client, rng)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -14,18 +13,15 @@ from fastapi import FastAPI
 from helpers import ADMIN_TOKEN
 
 from app.client import ApiError, RlhfClient
+from app.live_server import free_port
 from worker.types import Segment
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+pytestmark = pytest.mark.process  # uvicorn in a thread, over a real socket
 
 
 @pytest.fixture
 def server_url(app: FastAPI) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

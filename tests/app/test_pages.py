@@ -161,10 +161,11 @@ def admin_browser(app: FastAPI) -> TestClient:
     return browser
 
 
-def test_experiment_page_shows_agreement_and_metrics(app: FastAPI, client: TestClient) -> None:
+def test_experiment_page_shows_agreement_and_metrics(
+    app: FastAPI, client: TestClient, rng: np.random.Generator
+) -> None:
     """Two raters label the same two pairs; true returns decide what a perfect teacher says."""
     experiment_id = client.post("/api/v1/experiments", json={**CARTPOLE, "labels_per_pair": 2}).json()["id"]
-    rng = np.random.default_rng(0)
     segments = [segment_json(rng, true_rewards=[reward] * 5) for reward in (1.0, 0.0, 0.5, 0.5)]
     ids = client.post(f"/api/v1/experiments/{experiment_id}/segments", json={"segments": segments}).json()[
         "segment_ids"

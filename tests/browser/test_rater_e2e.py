@@ -23,7 +23,7 @@ from worker.db_store import DatabaseStore
 
 from .conftest import LiveServer
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.process]  # Chromium and uvicorn processes
 
 SEGMENT_LENGTH = 40
 CLIP_FPS = 20
@@ -180,9 +180,9 @@ def latency_count(page: Page) -> int:
 
 
 def test_rater_labels_with_keyboard_and_mouse_then_export(
-    browser: Browser, live_server: LiveServer, output_dir: Path, page_errors: list[str]
+    browser: Browser, live_server: LiveServer, output_dir: Path, page_errors: list[str], rng: np.random.Generator
 ) -> None:
-    scenario = create_experiment(live_server, "browser-cartpole", PAIRS, np.random.default_rng(0))
+    scenario = create_experiment(live_server, "browser-cartpole", PAIRS, rng)
     queue_pairs(live_server, scenario, PAIRS)
 
     with open_page(browser, 1280, 720, page_errors) as page:
@@ -304,9 +304,9 @@ def check_experiment_page(admin_page: Page, live_server: LiveServer, scenario: S
 
 
 def test_empty_queue_waits_then_resumes(
-    browser: Browser, live_server: LiveServer, output_dir: Path, page_errors: list[str]
+    browser: Browser, live_server: LiveServer, output_dir: Path, page_errors: list[str], rng: np.random.Generator
 ) -> None:
-    scenario = create_experiment(live_server, "browser-waiting", 1, np.random.default_rng(1))
+    scenario = create_experiment(live_server, "browser-waiting", 1, rng)
     with open_page(browser, 1280, 720, page_errors) as page:
         sign_in(page, live_server, scenario)
         page.locator("#waiting-view").wait_for(state="visible")

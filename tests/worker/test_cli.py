@@ -4,6 +4,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.process  # each test runs `rlhf` commands
+
 METRIC_KEYS = {
     "env", "seed", "teacher", "query", "labels_used", "timesteps", "wall_seconds", "final_true_return",
     "final_true_return_std", "reward/val_accuracy", "reward_correlation", "curve",

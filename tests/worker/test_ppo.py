@@ -138,7 +138,7 @@ def test_cartpole_uses_the_native_vector_env_and_pendulum_the_sync_one():
         ("MountainCarContinuous-v0", 2, (1,), np.float32),
     ],
 )
-def test_collect_update_and_evaluate_run_on_each_supported_env(env_id, obs_dim, action_shape, action_dtype):
+def test_collect_update_and_evaluate_run_on_each_supported_env(env_id, obs_dim, action_shape, action_dtype, rng):
     config = ppo_settings_for(env_id)
     small = replace(config, num_envs=2, num_steps=16, update_epochs=2, num_minibatches=2)
     ppo = PPO(env_id, small, total_timesteps=64, seed=0, device=CPU)
@@ -153,7 +153,7 @@ def test_collect_update_and_evaluate_run_on_each_supported_env(env_id, obs_dim, 
     if not spaces_.discrete:  # actions sent to the env lie within its bounds
         assert np.all(rollout.actions >= spaces_.action_low) and np.all(rollout.actions <= spaces_.action_high)
 
-    metrics = ppo.update(rollout, rewards=np.random.default_rng(0).normal(size=(16, 2)).astype(np.float32))
+    metrics = ppo.update(rollout, rewards=rng.normal(size=(16, 2)).astype(np.float32))
     for key in ("ppo/approx_kl", "ppo/clipfrac", "ppo/value_loss", "ppo/entropy", "ppo/lr", "ppo/policy_loss"):
         assert np.isfinite(metrics[key]), key
 
@@ -183,7 +183,7 @@ def test_learning_rate_anneals_linearly_to_zero_over_total_timesteps():
 
 # ----------------------------------------------------------------------------------------------------- checkpoints
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
-def test_state_dict_round_trip_gives_identical_actions(env_id, tmp_path):
+def test_state_dict_round_trip_gives_identical_actions(env_id, tmp_path, rng):
     config = replace(TINY, norm_obs=True)
     trained = PPO(env_id, config, 1000, seed=0, device=CPU)
     trained.update(trained.collect())
@@ -193,7 +193,7 @@ def test_state_dict_round_trip_gives_identical_actions(env_id, tmp_path):
     restored = PPO(env_id, config, 1000, seed=99, device=CPU)
     restored.load_state_dict(torch.load(path, weights_only=True))
 
-    obs = np.random.default_rng(0).normal(size=(32, restored.obs_dim)).astype(np.float32)
+    obs = rng.normal(size=(32, restored.obs_dim)).astype(np.float32)
     np.testing.assert_array_equal(trained.act(obs, deterministic=True), restored.act(obs, deterministic=True))
     # The random state travels too: the next sampled actions agree.
     np.testing.assert_array_equal(trained.act(obs, deterministic=False), restored.act(obs, deterministic=False))

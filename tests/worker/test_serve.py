@@ -6,25 +6,23 @@ import os
 import queue
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
 
+from app.live_server import free_port
+
+pytestmark = pytest.mark.process  # `rlhf serve` and its worker
+
 STARTUP_SECONDS = 60.0
 STOP_SECONDS = 90.0  # the worker finishes its current step and checkpoints first
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def children(pid: int) -> list[int]:
@@ -62,8 +60,13 @@ class Serve:
         self.seen: list[str] = []
         self.worker_pids: set[int] = set()  # killed at the end if still there, even when orphaned
         assert process.stdout is not None
-        stdout = process.stdout
-        threading.Thread(target=lambda: [self.lines.put(line) for line in stdout], daemon=True).start()
+        self.reader = threading.Thread(target=self._read, args=(process.stdout,), daemon=True)
+        self.reader.start()
+
+    def _read(self, stdout: IO[str]) -> None:
+        with stdout:  # closed at the end of output: once the server and its worker are gone
+            for line in stdout:
+                self.lines.put(line)
 
     def read_until(self, pattern: str, seconds: float) -> re.Match[str]:
         """The first stdout line (from the start) matching `pattern`, waiting up to `seconds` for it."""
@@ -113,6 +116,7 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
         if process.poll() is None:
             process.kill()
         process.wait(timeout=30)
+        running.reader.join(timeout=30)
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

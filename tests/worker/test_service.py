@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -21,63 +20,50 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import Engine
 
 from app.client import ApiError, RlhfClient
+from app.live_server import ServerProcess
 from app.migrate import upgrade_database
 from app.models import Checkpoint, Job, Label, Pair, Rater, Segment
 from app.settings import Settings
 from worker.config import RunConfig
 from worker.types import Segment as TrajectorySegment
 
+pytestmark = pytest.mark.process  # uvicorn and `rlhf worker` processes
+
 ADMIN_TOKEN = "service-test-token"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class Service:
-    url: str
+    server: ServerProcess
     env: dict[str, str]
     engine: Engine
     tmp: Path
     workers: list[subprocess.Popen]
-    server: subprocess.Popen | None = None
+    clients: list[RlhfClient] = field(default_factory=list)  # closed at the end, with their sockets
+
+    @property
+    def url(self) -> str:
+        return self.server.url
 
     def api(self) -> RlhfClient:
-        return RlhfClient(self.url, token=ADMIN_TOKEN)
+        client = RlhfClient(self.url, token=ADMIN_TOKEN)
+        self.clients.append(client)
+        return client
 
     def start_server(self) -> None:
-        """uvicorn in a subprocess on `url`'s port; returns once /healthz answers."""
-        self.server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app_from_env",
-             "--port", self.url.rsplit(":", 1)[1], "--log-level", "warning"],
-            env=self.env,
-            stdout=(self.tmp / "server.log").open("a"),
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and self.server.poll() is None, (self.tmp / "server.log").read_text()
-            time.sleep(0.1)
+        """uvicorn (again, on the same port) with its output in server.log; returns once /healthz answers."""
+        self.server.start()
 
     def start_worker(self, name: str) -> subprocess.Popen:
-        log = (self.tmp / f"{name}.log").open("w")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "worker", "--lease-seconds", "3", "--poll-seconds", "0.2"],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
+        with (self.tmp / f"{name}.log").open("w") as log:  # the worker writes to its own copy of the file
+            process = subprocess.Popen(
+                [sys.executable, "-m", "worker.cli", "worker", "--lease-seconds", "3", "--poll-seconds", "0.2"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
         self.workers.append(process)
         return process
 
@@ -102,17 +88,19 @@ def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]
     if database_url:
         env["RLHF_DATABASE_URL"] = database_url
     engine = create_engine(settings.resolved_database_url)
-    running = Service(url=f"http://127.0.0.1:{_free_port()}", env=env, engine=engine, tmp=tmp_path, workers=[])
+    server = ServerProcess(env, log=tmp_path / "server.log", startup_timeout_s=30)
+    running = Service(server=server, env=env, engine=engine, tmp=tmp_path, workers=[])
     try:
         running.start_server()
         yield running
     finally:
-        for process in [*running.workers, running.server]:
-            if process is None:
-                continue
+        for process in running.workers:
             if process.poll() is None:
                 process.kill()
             process.wait()
+        server.kill()
+        for client in running.clients:
+            client.close()
         engine.dispose()
         if database_url:
             drop_postgres_database(database_url)
@@ -166,11 +154,12 @@ def test_oracle_run_via_server_reaches_475_with_the_in_process_label_budget(serv
     assert service.count(Checkpoint) >= 1
 
 
-def test_web_server_killed_mid_labeling_keeps_every_acknowledged_label(service: Service) -> None:
+def test_web_server_killed_mid_labeling_keeps_every_acknowledged_label(
+    service: Service, rng: np.random.Generator
+) -> None:
     """kill -9 the web server while four raters label as fast as they can: after a restart every label a rater
     was told is stored is there, and no pair holds more labels than it wanted."""
     api = service.api()
-    rng = np.random.default_rng(0)
     experiment_id = api.create_experiment("restart", "CartPole-v1", obs_shape=[4], num_actions=2)["id"]
     segments = [
         TrajectorySegment(
@@ -200,9 +189,7 @@ def test_web_server_killed_mid_labeling_keeps_every_acknowledged_label(service: 
     for thread in threads:
         thread.start()
     wait_for(lambda: len(acknowledged) >= 100, 60, "100 labels", service)
-    assert service.server is not None
     service.server.kill()
-    service.server.wait()
     for thread in threads:
         thread.join(timeout=30)
     service.start_server()
@@ -216,6 +203,7 @@ def test_web_server_killed_mid_labeling_keeps_every_acknowledged_label(service: 
     assert overfilled == 0
 
 
+@pytest.mark.slow
 def test_kill_9_mid_training_then_another_worker_finishes_with_every_label_once(service: Service):
     budget = 40
     with service.api() as api:
@@ -236,6 +224,7 @@ def test_kill_9_mid_training_then_another_worker_finishes_with_every_label_once(
 
 
 # The many-worker property is PostgreSQL's (SKIP LOCKED).
+@pytest.mark.slow
 @pytest.mark.parametrize("service", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
 def test_two_workers_on_postgres_share_experiments_and_never_run_a_job_twice(service: Service):
     with service.api() as api:
@@ -257,6 +246,7 @@ def test_two_workers_on_postgres_share_experiments_and_never_run_a_job_twice(ser
     assert all("done: true return" in log for log in logs), logs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("service", ["sqlite"], indirect=True)  # does not depend on the database: run once
 def test_switching_to_human_mode_stops_synthetic_labels_at_the_next_pair(service: Service):
     with service.api() as api:
