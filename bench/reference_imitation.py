@@ -35,7 +35,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 DEFAULT_AGENT_STEPS = {"CartPole-v1": 125_000, "Pendulum-v1": 250_000}
-DEFAULT_FRAGMENT_LENGTH = {"CartPole-v1": 10, "Pendulum-v1": 100}  # PEERS.md / the tutorial
+DEFAULT_FRAGMENT_LENGTH = {"CartPole-v1": 10, "Pendulum-v1": 100}  # the lengths the reference was measured with
 N_ENVS = 8
 NUM_ITERATIONS = 60
 EVAL_EPISODES = 20

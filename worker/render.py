@@ -1,7 +1,7 @@
 """Clips for the rater page: replay a segment in its environment and encode the frames as web-ready MP4.
 
-A leaf module (gymnasium, numpy, PyAV, imageio; no database or web code). The format is the one FACTS.md found
-Chromium here plays: MP4/H.264, yuv420p, even width and height, moov atom first (`+faststart`) so playback
+A leaf module (gymnasium, numpy, PyAV, imageio; no database or web code). The format is one Debian's headless
+Chromium was seen to play: MP4/H.264, yuv420p, even width and height, moov atom first (`+faststart`) so playback
 starts before the whole file arrives; the poster is a JPEG of the first frame.
 
 Speed (bench/clips.py): libx264 runs in this process through PyAV, so there is no ffmpeg process to start and
