@@ -189,6 +189,7 @@ async function fillQueue() {
   if (state.leasing) return;
   state.leasing = true;
   let exhausted = false;
+  let leased = false;
   try {
     while (state.upcoming.length < PAIRS_AHEAD) {
       const lease = await api("POST", `${experimentPath}/leases`);
@@ -196,6 +197,7 @@ async function fillQueue() {
         exhausted = true;
         break;
       }
+      leased = true;
       state.upcoming.push(preparePair(lease));
       if (!state.current) showNext();
     }
@@ -206,10 +208,9 @@ async function fillQueue() {
     state.leasing = false;
   }
   if (!state.current) showView("waiting");
-  if (exhausted) {
-    refreshWaiting();
-    schedulePoll(); // keep looking so new pairs appear by themselves
-  }
+  // The count rendered with the page is stale once pairs have been leased since.
+  if (exhausted || leased) refreshWaiting();
+  if (exhausted) schedulePoll(); // keep looking so new pairs appear by themselves
 }
 
 function choose(choice) {
