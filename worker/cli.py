@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--teacher-eps-mistake", type=float, help="chance of a flipped answer")
     run.add_argument("--teacher-eps-skip", type=float, help="skip threshold, times the typical segment return")
     run.add_argument("--teacher-eps-equal", type=float, help="equal threshold, times the typical segment return")
-    run.add_argument("--query", default="disagreement", help=f"pair selection: {' or '.join(QUERY_METHODS)}")
+    run.add_argument("--query", default="informative", help=f"pair selection: {' or '.join(QUERY_METHODS)}")
     run.add_argument("--segment-length", type=positive_int, default=None, help="steps per segment (default: per env)")
     run.add_argument("--true-reward", action="store_true", help="train PPO on the true reward (upper bound)")
     run.add_argument("--out", type=Path, default=Path("runs/latest"), help="output folder (default runs/latest)")

@@ -122,14 +122,18 @@ class RunConfig:
     """Synthetic teacher: perfect, stochastic, myopic, skip, equal, mistake or random."""
     teacher_params: dict[str, float] = field(default_factory=dict)
     """Overrides of the teacher's B-Pref parameters (beta, gamma, eps_mistake, eps_skip, eps_equal)."""
-    query: str = "disagreement"
-    """Pair selection: uniform or disagreement (ensemble variance over a larger candidate pool)."""
+    query: str = "informative"
+    """Pair selection: informative (ensemble disagreement, episode ends and observation distance, skipping pairs
+    known to tie), disagreement (the paper's ensemble variance) or uniform; see worker/pairs.py."""
     segment_length: int = 0
     """Steps per segment; 0 picks the env's default."""
     true_reward: bool = False
     """Train PPO on the environment's own reward (the upper bound) instead of the learned one."""
     device: str = "auto"
     """Torch device for training: auto (CUDA when present), cpu, cuda."""
+    exploration_steps: int | None = None
+    """Env steps of PEBBLE-style unsupervised pre-training on a state-entropy bonus before the first query
+    (worker/exploration.py), so the first pool holds varied behaviour; None picks the env's default."""
     initial_label_fraction: float = 0.25
     """Share of the labels asked at the start, about segments of the initial policy."""
     label_schedule_end: float = 0.75
@@ -148,7 +152,7 @@ class RunConfig:
     """PPO hyperparameters; None picks the env's tuned ones (`worker.env_settings`)."""
 
     def resolved(self) -> RunConfig:
-        """The same config with env-dependent defaults filled in (timesteps, segment_length, ppo)."""
+        """The same config with env-dependent defaults filled in (timesteps, segment_length, exploration, ppo)."""
         from worker.env_settings import settings_for  # env_settings is built from PPOConfig above
 
         settings = settings_for(self.env_id)
@@ -156,6 +160,7 @@ class RunConfig:
             self,
             timesteps=self.timesteps or settings.timesteps,
             segment_length=self.segment_length or settings.segment_length,
+            exploration_steps=settings.exploration_steps if self.exploration_steps is None else self.exploration_steps,
             ppo=self.ppo or settings.ppo,
         )
 

@@ -22,6 +22,8 @@ class EnvSettings:
     """Steps per segment when the run config gives none: long enough to contain a failure or a swing-up."""
     why: str
     """Where these values come from and why they differ from `FALLBACK`."""
+    exploration_steps: int = 0
+    """Env steps of state-entropy pre-training before the first query (worker/exploration.py)."""
 
 
 FALLBACK = EnvSettings(
@@ -70,6 +72,18 @@ ENV_SETTINGS: dict[str, EnvSettings] = {
         why=(
             "rl-zoo3's settings (without gSDE) with 512-sample minibatches, twice the learning rate and a looser "
             "gradient clip: the same progress per env step for 1/8 of the gradient steps."
+        ),
+    ),
+    "rlhf/SparseGoal-v0": EnvSettings(
+        ppo=PPOConfig(num_envs=8, num_steps=64, learning_rate=1e-3, ent_coef=0.01),
+        timesteps=60_000,
+        segment_length=25,
+        exploration_steps=8_192,
+        why=(
+            "Our sparse-goal test task (worker/goal_env.py): short rollouts and a 1e-3 learning rate because the "
+            "task is small, an entropy bonus so the policy keeps walking both ways until the goal pays, 25-step "
+            "segments (a quarter of an episode, more than the 15 steps the goal needs), and state-entropy "
+            "exploration first because a random policy's segments nearly all tie."
         ),
     ),
     "MountainCarContinuous-v0": EnvSettings(

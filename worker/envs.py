@@ -14,6 +14,10 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 
+from worker.goal_env import register_sparse_goal
+
+register_sparse_goal()
+
 
 def validate_env_id(env_id: str) -> None:
     """Check that `env_id` names an environment in Gymnasium's registry.

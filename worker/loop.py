@@ -21,8 +21,9 @@ import torch
 from worker.config import RunConfig
 from worker.device import pick_device, use_one_cpu_thread
 from worker.envs import describe_env
+from worker.exploration import StateEntropyBonus
 from worker.metrics import MetricsLogger, plot_curve
-from worker.pairs import select_pairs
+from worker.pairs import select_pairs, tie_record
 from worker.ppo import PPO, Rollout
 from worker.reward_model import RewardEnsemble
 from worker.segments import cut_segments
@@ -43,12 +44,16 @@ CHECKPOINT_VERSION = 2
 def labels_due(config: RunConfig, timesteps: int) -> int:
     """Cumulative labels the schedule asks for once `timesteps` env steps are done.
 
-    A share `initial_label_fraction` comes at once (about the initial policy's behaviour); the rest follows a
-    hyperbolic curve x(1+c)/(1+cx) whose rate decays 16-fold, reaching the full budget at
-    `label_schedule_end` of the run.
+    None are due during the exploration steps. Then a share `initial_label_fraction` comes at once (about the
+    explored or initial policy's behaviour); the rest follows a hyperbolic curve x(1+c)/(1+cx) whose rate decays
+    16-fold, reaching the full budget at `label_schedule_end` of the run.
     """
+    explored = config.exploration_steps or 0
+    if timesteps < explored:
+        return 0
     initial = round(config.labels * config.initial_label_fraction)
-    progress = min(1.0, timesteps / max(1.0, config.label_schedule_end * config.timesteps))
+    span = max(1.0, config.label_schedule_end * config.timesteps - explored)
+    progress = min(1.0, (timesteps - explored) / span)
     decay = 3.0
     share = progress * (1 + decay) / (1 + decay * progress)
     return min(config.labels, initial + math.floor((config.labels - initial) * share + 1e-9))
@@ -70,17 +75,17 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(x, y)[0, 1])
 
 
-# Asks for `count` new labels among `candidates`; returns every label so far, oldest pair first.
-LabelSource = Callable[[list[Segment], int], list[LabeledPair]]
+# Asks for labels on the chosen (P, 2) index pairs into the candidates; returns every label so far.
+LabelSource = Callable[[list[Segment], np.ndarray], list[LabeledPair]]
 
 
 class Learner:
     """The state of one RLHF run and its step: the one training loop for `run()` and the database worker.
 
-    `step(ask)` collects a rollout with the current policy, cuts it into segments for the query pool, asks
-    `ask` for the labels the schedule says are due, refits the reward model on all labels so far, and makes
-    one PPO update on the learned reward. Where labels come from (a teacher in this process, or raters and the
-    oracle through the database) is the caller's business.
+    `step(ask)` collects a rollout with the current policy, cuts it into segments for the query pool, chooses
+    the pairs the schedule says are due and asks `ask` to label them, refits the reward model on all labels so
+    far, and makes one PPO update on the learned reward. Where labels come from (a teacher in this process, or
+    raters and the oracle through the database) is the caller's business.
 
     Attributes:
         config: the resolved run config.
@@ -113,7 +118,11 @@ class Learner:
             config.seed,
         )
         self.logger = MetricsLogger()
+        self.exploration = StateEntropyBonus(spaces.obs_shape[0])
         self.pool: deque[list[Segment]] = deque(maxlen=config.pool_rollouts)
+        # Segments that reach an episode's end are rare once the policy is good, and they carry most of the
+        # information (see worker/pairs.py): those of chunks leaving the pool stay queryable here a while longer.
+        self.rare: deque[Segment] = deque(maxlen=config.segments_per_rollout)
         self.heldout: list[Segment] = []
         self.unsegmented: list[Rollout] = []
         self.labeled: list[LabeledPair] = []
@@ -129,13 +138,18 @@ class Learner:
         return self.ppo.timesteps >= self.config.timesteps
 
     @property
+    def exploring(self) -> bool:
+        """Still in the unsupervised pre-training that comes before the first query."""
+        return self.ppo.timesteps < (self.config.exploration_steps or 0)
+
+    @property
     def wall_seconds(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.started
 
     @property
     def candidates(self) -> list[Segment]:
-        """The query pool: segments of the last `pool_rollouts` chunks."""
-        return [segment for batch in self.pool for segment in batch]
+        """The query pool: segments of the last `pool_rollouts` chunks, and the rare ones kept from older chunks."""
+        return [segment for batch in self.pool for segment in batch] + list(self.rare)
 
     def evaluate(self) -> dict[str, float]:
         """Score the deterministic policy on the true reward; the point is appended to `curve`.
@@ -170,6 +184,12 @@ class Learner:
         batch_ready = due >= self.query_batch or (due > 0 and scheduled == config.labels)
         return due if batch_ready and len(self.candidates) >= 2 else 0
 
+    def choose_pairs(self, count: int) -> np.ndarray:
+        """(≤ count, 2) indices into `candidates` of the pairs to ask about now (fewer when the rest would tie)."""
+        model = self.reward_model if self.labeled else None
+        ties = tie_record(self.labeled)
+        return select_pairs(self.candidates, count, self.config.query, self.rng, model, ties)
+
     def fit(self, labeled: list[LabeledPair]) -> None:
         """Refit the reward model on all labels so far (skips dropped) and re-anchor its normalization."""
         self.labeled = labeled
@@ -183,7 +203,8 @@ class Learner:
         """One iteration: maybe evaluate, collect a rollout, ask and fit when labels are due, one PPO update.
 
         Args:
-            ask: called as ask(candidates, count) when `count` new labels are due; returns all labels so far.
+            ask: called as ask(candidates, pairs) with the (P, 2) pairs chosen when labels are due; returns all
+                labels so far.
 
         Returns:
             The iteration's metrics (namespaced keys, e.g. `ppo/approx_kl`, `labels/count`).
@@ -196,11 +217,16 @@ class Learner:
         rewards = None
         if not config.true_reward:
             self._add_to_pool(rollout)
-            count = self.labels_wanted()
-            if count:
-                self.asked += count
-                self.fit(ask(self.candidates, count))
-            rewards = self.reward_model.rewards(rollout.obs, rollout.actions)
+            if self.exploring:
+                rewards = self.exploration.rewards(rollout.obs, rollout.valid)
+            else:
+                count = self.labels_wanted()
+                pairs = self.choose_pairs(count) if count else np.zeros((0, 2), dtype=np.int64)
+                if len(pairs):
+                    self.asked += len(pairs)
+                    self.fit(ask(self.candidates, pairs))
+                self.logger.record("labels/deferred", float(count - len(pairs)))
+                rewards = self.reward_model.rewards(rollout.obs, rollout.actions)
         self.logger.record_many(self.ppo.update(rollout, rewards))
         self.logger.record("labels/count", len(self.labeled))
         return self.logger.dump(self.ppo.timesteps)
@@ -228,6 +254,8 @@ class Learner:
         self.rng.shuffle(segments)  # type: ignore[arg-type]
         if len(self.heldout) < HELDOUT_MAX:
             self.heldout.extend(segments[:HELDOUT_PER_ROLLOUT])
+        if len(self.pool) == self.pool.maxlen:
+            self.rare.extend(segment for segment in self.pool[0] if segment.ended.any())
         self.pool.append(segments[HELDOUT_PER_ROLLOUT:])
 
     def progress_info(self) -> dict[str, float]:
@@ -248,6 +276,8 @@ class Learner:
             "rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
             "pool": list(self.pool),
+            "rare": list(self.rare),
+            "exploration": self.exploration.state_dict(),
             "heldout": self.heldout,
             "unsegmented": self.unsegmented,
             "labeled": self.labeled,
@@ -266,6 +296,8 @@ class Learner:
         self.rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
         self.pool = deque(state["pool"], maxlen=self.config.pool_rollouts)
+        self.rare = deque(state["rare"], maxlen=self.config.segments_per_rollout)
+        self.exploration.load_state_dict(state["exploration"])
         self.heldout = list(state["heldout"])
         self.unsegmented = list(state["unsegmented"])
         self.labeled = list(state["labeled"])
@@ -321,14 +353,9 @@ def run(config: RunConfig, progress: Callable[[dict[str, float]], None] | None =
     config = learner.config
     teacher = make_teacher(config.teacher, np.random.default_rng(config.seed + 1), config.teacher_params)
 
-    def ask(candidates: list[Segment], count: int) -> list[LabeledPair]:
-        trained = bool(learner.labeled)
+    def ask(candidates: list[Segment], pairs: np.ndarray) -> list[LabeledPair]:
         # Labels here are never removed: each one's key is its position.
-        first_key = len(learner.labeled)
-        new = ask_teacher(
-            teacher, candidates, count, config.query, learner.rng, learner.reward_model, trained, first_key
-        )
-        return learner.labeled + new
+        return learner.labeled + ask_teacher(teacher, candidates, pairs, first_key=len(learner.labeled))
 
     while not learner.done:
         learner.step(ask)
@@ -349,18 +376,8 @@ def join_rollouts(
             joined("valid"))
 
 
-def ask_teacher(
-    teacher,
-    candidates: list[Segment],
-    count: int,
-    query: str,
-    rng: np.random.Generator,
-    reward_model: RewardEnsemble,
-    model_trained: bool,
-    first_key: int,
-) -> list[LabeledPair]:
-    """Choose `count` pairs from the candidates and have the teacher answer them; keys count from `first_key`."""
-    indices = select_pairs(candidates, count, query, rng, reward_model if model_trained else None)
+def ask_teacher(teacher: Teacher, candidates: list[Segment], indices: np.ndarray, first_key: int) -> list[LabeledPair]:
+    """Have the teacher answer the (P, 2) index pairs into the candidates; keys count from `first_key`."""
     pairs = [(candidates[i], candidates[j]) for i, j in indices]
     choices = teacher.answer(pairs)
     return [

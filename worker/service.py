@@ -36,7 +36,6 @@ import numpy as np
 from worker.clip_jobs import process_clip_jobs
 from worker.config import RunConfig
 from worker.loop import Learner, load_checkpoint, save_checkpoint
-from worker.pairs import select_pairs
 from worker.render import can_render_from_obs
 from worker.store import ExperimentInfo, ExperimentStore, LabelRefused, default_worker_id
 from worker.teachers import Teacher, make_teacher
@@ -191,11 +190,9 @@ class ExperimentRunner:
         return "done"
 
     # ---- labels through the store ------------------------------------------------------------------------
-    def _ask(self, candidates: list[Segment], count: int) -> list[LabeledPair]:
-        """Choose `count` pairs, queue them, wait until every pending pair is labeled; all labels so far."""
+    def _ask(self, candidates: list[Segment], indices: np.ndarray) -> list[LabeledPair]:
+        """Queue the chosen (P, 2) pairs, wait until every pending pair is labeled; all labels so far."""
         learner = self._learner
-        model = learner.reward_model if learner.labeled else None
-        indices = select_pairs(candidates, count, learner.config.query, learner.rng, model)
         chosen = list(dict.fromkeys(int(i) for pair in indices for i in pair))  # each segment stored once
         self._heartbeat(force=True)  # still ours, right before writing
         ids = self.store.add_segments(self.experiment_id, [candidates[i] for i in chosen], learner.ppo.timesteps)

@@ -77,11 +77,11 @@ def test_live_steps_counts_the_steps_before_the_end():
 
 def test_tie_record_counts_same_end_pairs_and_their_ties():
     labeled = [
-        LabeledPair(seg(0), seg(1), "equal"),  # both alive: same end
-        LabeledPair(seg(0), seg(2), "left"),  # both alive: same end, not a tie
-        LabeledPair(seg(0, live=2), seg(1, live=2), "equal"),  # same end step
-        LabeledPair(seg(0), seg(1, live=2), "left"),  # ends differ: not counted
-        LabeledPair(seg(0), seg(1), "skip"),  # says nothing about ties
+        LabeledPair(seg(0), seg(1), "equal", 0),  # both alive: same end
+        LabeledPair(seg(0), seg(2), "left", 1),  # both alive: same end, not a tie
+        LabeledPair(seg(0, live=2), seg(1, live=2), "equal", 2),  # same end step
+        LabeledPair(seg(0), seg(1, live=2), "left", 3),  # ends differ: not counted
+        LabeledPair(seg(0), seg(1), "skip", 4),  # says nothing about ties
     ]
     assert tie_record(labeled) == TieRecord(same_end_pairs=3, same_end_ties=2)
 
