@@ -6,8 +6,9 @@ an intrinsic reward r(s) = log(c + ‖s − s^k‖): the distance from a state t
 recently visited states, a particle estimate of state entropy. Maximizing it spreads the visited states, so
 the first query pool holds varied behaviour — episodes that end in different ways, a goal reached now and then
 — instead of the initial policy's one habit. As in PEBBLE's code, k = 5 and the bonus is divided by a running
-estimate of its standard deviation; unlike it, observations are standardized per dimension first, so that no
-single coordinate's units decide what "far" means.
+estimate of its standard deviation; unlike it, the bonus is also centred on its running mean (PEBBLE's tasks
+never end early; ours do, and a positive bonus would teach the policy to avoid ending), and observations are
+standardized per dimension first, so that no single coordinate's units decide what "far" means.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class StateEntropyBonus:
             valid: (T, N) bool, False on autoreset no-op steps (left out, bonus 0).
 
         Returns:
-            (T, N) float32 bonus, in units of its running standard deviation.
+            (T, N) float32 bonus, less its running mean, in units of its running standard deviation.
         """
         states = obs[valid].astype(np.float64)
         self.buffer = np.concatenate([self.buffer, states])[-self.buffer_size :]
@@ -76,7 +77,9 @@ class StateEntropyBonus:
         bonus = np.log(LOG_OFFSET + distances)
         self.bonus_stats.update(bonus[:, None])
         out = np.zeros(valid.shape, dtype=np.float32)
-        out[valid] = bonus / np.sqrt(self.bonus_stats.var[0] + 1e-8)
+        # Centred as well as scaled: a bonus that is positive on average would make every step alive worth more
+        # than the episode's end, and the policy would learn to avoid ending — a goal, in a sparse-goal task.
+        out[valid] = (bonus - self.bonus_stats.mean[0]) / np.sqrt(self.bonus_stats.var[0] + 1e-8)
         return out
 
     def state_dict(self) -> dict[str, object]:
