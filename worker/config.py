@@ -104,6 +104,11 @@ class RewardModelConfig:
     """Share of the labeled pairs held out to report accuracy and stop early."""
     label_noise: float = 0.1
     """Chance a rater answered at random, in the Bradley-Terry likelihood (the paper's 10%)."""
+    input_clip: float = 5.0
+    """Standardized observations are clipped to ±input_clip before the network sees them. The statistics come
+    from the first labels, about the initial policy's narrow range of states; without a bound, a state far
+    outside it (CartPole's cart drifting to the edge: 30 standard deviations out) meets the network's linear
+    extrapolation, and PPO chases the reward that grows without limit there."""
 
 
 @dataclass(frozen=True)

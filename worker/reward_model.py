@@ -76,8 +76,8 @@ class EnsembleMLP(nn.Module):
 class RewardEnsemble:
     """An ensemble of reward networks r(s[, a]) trained on preferences, with its input normalization.
 
-    Inputs are the observation standardized by statistics of the labeled segments, the action (one-hot for
-    discrete actions) when `use_actions`, and an "ended" flag. In the absorbing ended state the observation and
+    Inputs are the observation standardized by statistics of the first labeled segments (and clipped), the
+    action (one-hot for discrete actions) when `use_actions`, and an "ended" flag. In the absorbing ended state the observation and
     action features are zero and the flag is one, so the network learns one reward for "the episode is over".
     """
 
@@ -119,7 +119,9 @@ class RewardEnsemble:
             (B, in_dim) float32 tensor on the model's device.
         """
         alive = (~ended.astype(bool)).astype(np.float32)[:, None]
-        parts = [(obs.astype(np.float32) - self.obs_mean) / self.obs_std * alive]
+        standardized = (obs.astype(np.float32) - self.obs_mean) / self.obs_std
+        clip = self.config.input_clip
+        parts = [np.clip(standardized, -clip, clip) * alive]
         if self.config.use_actions:
             if self.discrete_actions:
                 action_features = np.eye(self.action_dim, dtype=np.float32)[actions.astype(np.int64).reshape(-1)]
