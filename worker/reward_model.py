@@ -77,8 +77,9 @@ class RewardEnsemble:
     """An ensemble of reward networks r(s[, a]) trained on preferences, with its input normalization.
 
     Inputs are the observation standardized by statistics of the first labeled segments (and clipped), the
-    action (one-hot for discrete actions) when `use_actions`, and an "ended" flag. In the absorbing ended state the observation and
-    action features are zero and the flag is one, so the network learns one reward for "the episode is over".
+    action (one-hot for discrete actions) when `use_actions`, and an "ended" flag. In the absorbing ended state
+    the observation and action features are zero and the flag is one, so the network learns one reward for "the
+    episode is over".
     """
 
     def __init__(

@@ -97,3 +97,15 @@ def test_state_dict_round_trip_gives_identical_rewards(rng):
     actions = np.zeros((7, 2), np.int64)
     np.testing.assert_array_equal(model.rewards(obs, actions), copy.rewards(obs, actions))
 
+
+
+def test_standardized_inputs_are_clipped_so_far_states_meet_no_extrapolation():
+    model = make_model(input_clip=5.0)
+    model.obs_mean = np.zeros(model.obs_dim, np.float32)
+    model.obs_std = np.full(model.obs_dim, 0.1, np.float32)
+    near_edge = np.full((1, model.obs_dim), 0.5, np.float32)  # 5 std out: the bound itself
+    far_out = np.full((1, model.obs_dim), 2.4, np.float32)  # 24 std out
+    no_action, alive = np.zeros(1), np.zeros(1, bool)
+    features = model.features(far_out, no_action, alive)[0, : model.obs_dim]
+    assert torch.all(features == 5.0)
+    assert torch.equal(model.features(far_out, no_action, alive), model.features(near_edge, no_action, alive))
