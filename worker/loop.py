@@ -197,7 +197,11 @@ class Learner:
             return
         self.logger.record_many(self.reward_model.fit(labeled))
         ends_seen = any(s.ended.any() for p in labeled for s in (p.left, p.right))
-        self.reward_model.set_normalization(self.candidates, anchor_on_ended=ends_seen)
+        # Anchoring on the ended state makes every step alive worth its difference from "over", which in a task
+        # like CartPole solves it whatever the labels said, even random ones: anchor only on a model that
+        # predicts held-out labels better than chance.
+        anchor = ends_seen and self.reward_model.beats_chance
+        self.reward_model.set_normalization(self.candidates, anchor_on_ended=anchor)
 
     def step(self, ask: LabelSource) -> dict[str, float]:
         """One iteration: maybe evaluate, collect a rollout, ask and fit when labels are due, one PPO update.

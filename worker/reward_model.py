@@ -104,6 +104,7 @@ class RewardEnsemble:
         self.obs_std = np.ones(obs_dim, dtype=np.float32)
         self.optimizer: torch.optim.Optimizer | None = None
         self.validation_accuracy = float("nan")
+        self.validation_strict = 0
         self.reward_offset = 0.0
         self.reward_scale = 1.0
 
@@ -276,7 +277,16 @@ class RewardEnsemble:
         if val_pairs:
             metrics["reward/val_loss"] = float(best_loss.mean())
             metrics["reward/val_accuracy"] = self.validation_accuracy = self.accuracy(val_pairs)
+            self.validation_strict = sum(p.choice in ("left", "right") for p in val_pairs)
         return metrics
+
+    @property
+    def beats_chance(self) -> bool:
+        """Held-out accuracy above chance by two standard errors (no verdict yet counts as True)."""
+        n = self.validation_strict
+        if n < 5 or not math.isfinite(self.validation_accuracy):
+            return True
+        return self.validation_accuracy > 0.5 + 2 * math.sqrt(0.25 / n)
 
     def accuracy(self, pairs: Sequence[LabeledPair]) -> float:
         """Share of strict (left/right) labels whose side the ensemble mean prefers; NaN if there are none."""
@@ -339,6 +349,7 @@ class RewardEnsemble:
             "reward_offset": self.reward_offset,
             "reward_scale": self.reward_scale,
             "validation_accuracy": self.validation_accuracy,
+            "validation_strict": self.validation_strict,
             "optimizer": self.optimizer.state_dict() if self.optimizer else None,
         }
 
@@ -349,6 +360,7 @@ class RewardEnsemble:
         self.reward_offset = float(state["reward_offset"])
         self.reward_scale = float(state["reward_scale"])
         self.validation_accuracy = float(state["validation_accuracy"])
+        self.validation_strict = int(state.get("validation_strict", 0))
         if state.get("optimizer") is not None:
             self.optimizer = self._make_optimizer()
             self.optimizer.load_state_dict(state["optimizer"])

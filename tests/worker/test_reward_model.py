@@ -109,3 +109,14 @@ def test_standardized_inputs_are_clipped_so_far_states_meet_no_extrapolation():
     features = model.features(far_out, no_action, alive)[0, : model.obs_dim]
     assert torch.all(features == 5.0)
     assert torch.equal(model.features(far_out, no_action, alive), model.features(near_edge, no_action, alive))
+
+
+def test_beats_chance_needs_accuracy_two_standard_errors_above_a_coin():
+    model = make_model()
+    assert model.beats_chance  # no held-out labels yet: no verdict
+    model.validation_strict, model.validation_accuracy = 20, 0.70  # 0.5 + 2 * sqrt(0.25 / 20) = 0.724
+    assert not model.beats_chance
+    model.validation_accuracy = 0.75
+    assert model.beats_chance
+    model.validation_strict, model.validation_accuracy = 4, 0.5  # too few to judge
+    assert model.beats_chance
