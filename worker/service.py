@@ -242,8 +242,8 @@ class ExperimentRunner:
             if not self._render_some_clips():
                 time.sleep(self.options.poll_seconds)
 
-    def _oracle_may_answer(self, pair_created_at: datetime) -> bool:
-        mode, timeout = self._mode()
+    @staticmethod
+    def _oracle_may_answer(mode: str, timeout: float, pair_created_at: datetime) -> bool:
         if mode == "oracle":
             return True
         if mode == "mixed":
@@ -266,15 +266,16 @@ class ExperimentRunner:
         choices: dict[int, Choice] = {}
         stored = 0
         while True:
+            mode, timeout = self._mode()  # read once per pair: a switch acts from the next one
             pair_id, lease_id = next(held, None), None
             if pair_id is None:
-                if self._mode()[0] == "human":
+                if mode == "human":
                     break
                 lease = store.lease_pair(self.experiment_id, self.oracle_id, self.options.oracle_lease_seconds)
                 if lease is None:
                     break
                 pair_id, lease_id = lease.pair_id, lease.lease_id
-            if not self._oracle_may_answer(store.pair(pair_id).created_at):
+            if not self._oracle_may_answer(mode, timeout, store.pair(pair_id).created_at):
                 if lease_id is not None:
                     store.release_lease(lease_id, self.oracle_id)
                 break
