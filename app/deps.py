@@ -125,28 +125,17 @@ async def get_principal(request: Request, session: SessionDep, credentials: Cred
 
 
 def principal_for_token(request: Request, session: Session, token: str) -> Principal | None:
-    """The admin or the active rater the token belongs to, or None."""
-    principal = known_principal(request, token)
-    if principal is None:
-        rater_id = _lookup_rater(session, token)  # one indexed read: cheaper inline than a thread hop
-        if rater_id is not None:
-            principal = remember_rater(request, token, rater_id)
-    return principal
-
-
-def known_principal(request: Request, token: str) -> Principal | None:
-    """The admin, or a rater whose token is in the short-lived cache; None when the database must be asked."""
+    """The admin or the active rater the token belongs to (from a short-lived cache, else the database), or None."""
     token_hash = crud.hash_token(token)
     if hmac.compare_digest(token_hash, request.app.state.admin_token_hash):
         return Principal(is_admin=True)
     cache: TtlCache = request.app.state.auth_cache
     rater_id = cache.get(token_hash)
-    return None if rater_id is None else Principal(is_admin=False, rater_id=int(rater_id))  # type: ignore[call-overload]
-
-
-def remember_rater(request: Request, token: str, rater_id: int) -> Principal:
-    """Cache a rater's token after a database lookup, and return the rater as a principal."""
-    request.app.state.auth_cache.put(crud.hash_token(token), rater_id)
+    if rater_id is None:
+        rater_id = _lookup_rater(session, token)  # one indexed read: cheaper inline than a thread hop
+        if rater_id is None:
+            return None
+        cache.put(token_hash, rater_id)
     return Principal(is_admin=False, rater_id=int(rater_id))  # type: ignore[call-overload]
 
 
