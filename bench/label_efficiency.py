@@ -19,9 +19,11 @@ Each run kind is a row of the table, run on every seed (0-9 unless --seeds):
 Every run is one process with one torch thread (OMP_NUM_THREADS=1), so wall times compare; --jobs N runs N of them
 side by side (on a machine with at least N idle cores, or the wall times grow). Rows print as they finish; then
 each run kind's seeds and a summary line: seeds reaching the target, median, worst, median "equal" answers, median
-wall time, and whether the target holds. Each finished run is appended as a JSON line to the results file, and a
-later invocation reuses the rows found there (same kind, env, seed, teacher, labels and timesteps) instead of
-running them again, so a long table can be finished in several sittings (--fresh starts over).
+wall time, and whether the target holds; and a plot beside the results file (its name with .png) of every seed's
+true return against env steps, one axes per run kind. Each finished run is appended as a JSON line to the
+results file, and a later invocation reuses the rows found there (same kind, env, seed, teacher, labels and
+timesteps) instead of running them again, so a long table can be finished in several sittings (--fresh starts
+over).
 
     python bench/label_efficiency.py                   # everything (hours on 2 cores)
     python bench/label_efficiency.py --no-reference    # ours only
@@ -144,6 +146,7 @@ def ours(job: Job) -> dict:
         "choices": None if spec.true_reward else metrics["choices"],
         "wall_seconds": metrics["wall_seconds"],
         "env_steps": metrics["timesteps"],
+        "curve": [[point["env/timesteps"], point["env/true_return"]] for point in metrics["curve"]],
     }
 
 
@@ -336,6 +339,40 @@ def comparison_line(kind: str, rows: dict[tuple, dict], chosen: list[dict]) -> s
     )
 
 
+def plot_curves(kinds: list[str], jobs: list[Job], rows: dict[tuple, dict], path: Path) -> None:
+    """One axes per run kind of ours: each seed's true return against env steps, and the kind's bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    drawn = [k for k in kinds if any(rows.get(j.key, {}).get("curve") for j in jobs if j.kind == k)]
+    if not drawn:
+        return
+    columns = min(3, len(drawn))
+    lines = -(-len(drawn) // columns)
+    fig, axes = plt.subplots(lines, columns, figsize=(5 * columns, 3.6 * lines), squeeze=False)
+    for ax, kind in zip(axes.flat, drawn, strict=False):
+        spec = RUN_KINDS[kind]
+        drawn_jobs = [j for j in jobs if j.kind == kind and rows.get(j.key, {}).get("curve")]
+        for job in drawn_jobs:
+            steps, returns = zip(*rows[job.key]["curve"], strict=True)
+            ax.plot(steps, returns, marker=".", linewidth=1, label=f"seed {job.seed}")
+        if spec.target is not None and kind not in UPPER_BOUND:
+            ax.axhline(spec.target, color="black", linestyle="--", linewidth=1,
+                       label="stay below" if spec.below else "bar")
+        about = "true reward" if spec.true_reward else f"{drawn_jobs[0].labels} labels, {spec.teacher}"
+        ax.set(title=f"{kind} ({about})", xlabel="env steps", ylabel="true return")
+        ax.xaxis.set_major_formatter(lambda value, _: f"{value / 1000:g}k")
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=7, ncol=2)
+    for ax in list(axes.flat)[len(drawn):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def print_table(kinds: list[str], jobs: list[Job], rows: dict[tuple, dict], random_return: float | None) -> None:
     print("\nLabel efficiency — true return over 20 deterministic episodes (OMP_NUM_THREADS=1)")
     if random_return is not None:
@@ -416,7 +453,9 @@ def main() -> None:
         print(row_line(row, score(row, rows, random_return)), file=sys.stderr, flush=True)
 
     print_table(kinds, jobs, rows, random_return)
-    print(f"\nrows in {args.out}")
+    plot = args.out.with_suffix(".png")
+    plot_curves(kinds, jobs, rows, plot)
+    print(f"\nrows in {args.out}, learning curves in {plot}")
     if failed:
         sys.exit(f"{failed} runs failed; run again to retry them")
 

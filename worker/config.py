@@ -106,9 +106,9 @@ class RewardModelConfig:
     """Chance a rater answered at random, in the Bradley-Terry likelihood (the paper's 10%)."""
     input_clip: float = 5.0
     """Standardized observations are clipped to ±input_clip before the network sees them. The statistics come
-    from the first labels, about the initial policy's narrow range of states; without a bound, a state far
-    outside it (CartPole's cart drifting to the edge: 30 standard deviations out) meets the network's linear
-    extrapolation, and PPO chases the reward that grows without limit there."""
+    from the labels so far, about the states the policy has visited; without a bound, a state far outside them
+    (CartPole's cart drifting to the edge: 30 standard deviations out of the first labels) meets the network's
+    linear extrapolation, and PPO chases the reward that grows without limit there."""
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from worker.device import pick_device, use_one_cpu_thread
 from worker.envs import describe_env
 from worker.exploration import StateEntropyBonus
 from worker.metrics import MetricsLogger, plot_curve
-from worker.pairs import select_pairs, tie_record
+from worker.pairs import labels_rank_by_ending, select_pairs, tie_record
 from worker.ppo import PPO, Rollout
 from worker.reward_model import RewardEnsemble
 from worker.segments import cut_segments
@@ -196,11 +196,10 @@ class Learner:
         if not labeled:
             return
         self.logger.record_many(self.reward_model.fit(labeled))
-        ends_seen = any(s.ended.any() for p in labeled for s in (p.left, p.right))
         # Anchoring on the ended state makes every step alive worth its difference from "over", which in a task
-        # like CartPole solves it whatever the labels said, even random ones: anchor only on a model that
-        # predicts held-out labels better than chance.
-        anchor = ends_seen and self.reward_model.beats_chance
+        # like CartPole solves it whatever the labels said, even random ones: anchor only when the answers
+        # themselves show that ending matters.
+        anchor = labels_rank_by_ending(labeled)
         self.reward_model.set_normalization(self.candidates, anchor_on_ended=anchor)
 
     def step(self, ask: LabelSource) -> dict[str, float]:

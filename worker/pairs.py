@@ -12,6 +12,7 @@ wanted — deferring the rest — while the pool holds nothing else.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, get_args
@@ -61,6 +62,26 @@ def tie_record(labeled: Sequence[LabeledPair]) -> TieRecord:
     """The tie record of the labels so far (skips say nothing about ties and are left out)."""
     same_end = [p for p in labeled if p.choice != "skip" and live_steps(p.left) == live_steps(p.right)]
     return TieRecord(len(same_end), sum(p.choice == "equal" for p in same_end))
+
+
+# Standard errors of a fair coin by which the answers about ending must lean before the reward is anchored on it.
+ENDING_EVIDENCE_SE = 3.0
+
+
+def labels_rank_by_ending(labeled: Sequence[LabeledPair]) -> bool:
+    """Whether the answers lean to one side of ending beyond chance, which justifies anchoring on the ended state.
+
+    Of the strict (left/right) answers about pairs whose episodes end at different steps, the share preferring
+    the longer-lived segment must differ from a coin's 0.5 by `ENDING_EVIDENCE_SE` standard errors, either way
+    (in a goal task the teacher prefers the segment that ends first). Judged on the labels themselves, the
+    verdict only grows firmer as answers come in, unlike a held-out accuracy that moves with every refit.
+    """
+    differ = [p for p in labeled if p.choice in ("left", "right") and live_steps(p.left) != live_steps(p.right)]
+    if not differ:
+        return False
+    longer_chosen = sum((p.choice == "left") == (live_steps(p.left) > live_steps(p.right)) for p in differ)
+    lean = abs(longer_chosen / len(differ) - 0.5)
+    return lean > ENDING_EVIDENCE_SE * math.sqrt(0.25 / len(differ))
 
 
 def random_pairs(num_segments: int, count: int, rng: np.random.Generator) -> np.ndarray:

@@ -53,14 +53,15 @@ class EnsembleMLP(nn.Module):
     the same reward everywhere: no preference, rather than a random one.
     """
 
-    def __init__(self, members: int, in_dim: int, hidden: int) -> None:
+    def __init__(self, members: int, in_dim: int, hidden: int, generator: torch.Generator | None = None) -> None:
         super().__init__()
         sizes = [in_dim, hidden, hidden, 1]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
             bound = 1.0 / math.sqrt(fan_in)
-            self.weights.append(nn.Parameter(torch.empty(members, fan_in, fan_out).uniform_(-bound, bound)))
+            weight = torch.empty(members, fan_in, fan_out).uniform_(-bound, bound, generator=generator)
+            self.weights.append(nn.Parameter(weight))
             self.biases.append(nn.Parameter(torch.zeros(members, 1, fan_out)))
         with torch.no_grad():
             self.weights[-1].zero_()
@@ -76,7 +77,7 @@ class EnsembleMLP(nn.Module):
 class RewardEnsemble:
     """An ensemble of reward networks r(s[, a]) trained on preferences, with its input normalization.
 
-    Inputs are the observation standardized by statistics of the first labeled segments (and clipped), the
+    Inputs are the observation standardized by statistics of the labeled segments (and clipped), the
     action (one-hot for discrete actions) when `use_actions`, and an "ended" flag. In the absorbing ended state
     the observation and action features are zero and the flag is one, so the network learns one reward for "the
     episode is over".
@@ -97,14 +98,11 @@ class RewardEnsemble:
         self.config = config
         self.device = device
         self.seed = seed
-        in_dim = obs_dim + (action_dim if config.use_actions else 0) + 1
-        torch.manual_seed(seed)
-        self.net = EnsembleMLP(config.ensemble_size, in_dim, config.hidden_size).to(device)
+        self.in_dim = obs_dim + (action_dim if config.use_actions else 0) + 1
+        self.net = EnsembleMLP(config.ensemble_size, self.in_dim, config.hidden_size).to(device)
         self.obs_mean = np.zeros(obs_dim, dtype=np.float32)
         self.obs_std = np.ones(obs_dim, dtype=np.float32)
-        self.optimizer: torch.optim.Optimizer | None = None
         self.validation_accuracy = float("nan")
-        self.validation_strict = 0
         self.reward_offset = 0.0
         self.reward_scale = 1.0
 
@@ -212,16 +210,17 @@ class RewardEnsemble:
         `pairs` are the labels to train on now: a later call may add pairs and drop others (an undone label).
         Which split a pair joins and its bootstrap weights depend only on its `key` and the model's seed.
 
-        Members see their own bootstrap resample of the training split and continue from their previous
-        weights. A held-out validation split, shared by the members, decides when each stops — the weights
-        before this fit count as a candidate, so labels that teach nothing change nothing (the first fit starts
-        from a zero reward) — and gives the reported accuracy.
+        Every fit starts afresh from the same initial weights, on input statistics of the labels it trains on,
+        so the same labels always give the same model. Members see their own bootstrap resample of the training
+        split. A held-out validation split, shared by the members, decides when each stops — the untrained
+        network (a zero reward) counts as a candidate, so labels that teach nothing leave no preference — and
+        gives the reported accuracy.
 
         Returns:
             Namespaced metrics: reward/val_accuracy, reward/val_loss, reward/train_pairs, reward/epochs.
         """
         # A pair's split is a function of its key, so it stays the same in every fit whatever else is added or
-        # removed: the members continue from earlier fits, so a pair trained on before must never be validated on.
+        # removed, and the accuracy reported from fit to fit is always measured on pairs never trained on.
         members = self.config.ensemble_size
         draws = {p.key: self._pair_draws(p.key) for p in pairs}
         trainable = [p for p in pairs if p.target is not None]
@@ -229,11 +228,16 @@ class RewardEnsemble:
         val_pairs = [p for p in trainable if draws[p.key][0]]
         if not train_pairs:
             return {}
-        if self.optimizer is None:
-            # Inputs are standardized by the first labels' statistics and kept fixed after, so that later fits
-            # can continue from the previous weights instead of starting over.
-            self._fit_input_normalization(train_pairs)
-            self.optimizer = self._make_optimizer()
+        # Statistics frozen at the first labels went wrong as the policy learned: CartPole's cart keeps within
+        # ±0.3 of the centre in the first labels and later ranges over ±2.4, all of it squashed into the input
+        # clip, where the reward is whatever the network says at the edge of what it saw — and PPO drove the cart
+        # there. Refreshed statistics put the states the policy visits now inside what the network was fit on.
+        self._fit_input_normalization(train_pairs)
+        generator = torch.Generator().manual_seed(self.seed)
+        self.net = EnsembleMLP(members, self.in_dim, self.config.hidden_size, generator).to(self.device)
+        optimizer = torch.optim.AdamW(
+            self.net.parameters(), lr=self.config.learning_rate, weight_decay=self.config.weight_decay
+        )
 
         left, right, targets = self._tensors(train_pairs)
         # (M, n) each member's bootstrap resample of the training pairs: pair i appears as often as its Poisson(1)
@@ -247,7 +251,6 @@ class RewardEnsemble:
             resamples.append(np.resize(order.permutation(drawn), len(train_pairs)))
         bootstrap = torch.as_tensor(np.stack(resamples))
         val = self._tensors(val_pairs) if val_pairs else (left, right, targets)
-        optimizer = self.optimizer
         best_loss = self._member_losses(*val)
         best_state = copy.deepcopy(self.net.state_dict())
         since_best = torch.zeros(members, dtype=torch.long)
@@ -255,7 +258,7 @@ class RewardEnsemble:
         batch = self.config.batch_size
         for epoch in range(1, self.config.max_epochs + 1):
             epochs_run = epoch
-            shuffled = bootstrap[:, torch.randperm(len(train_pairs))]
+            shuffled = bootstrap[:, torch.randperm(len(train_pairs), generator=generator)]
             for start in range(0, len(train_pairs), batch):
                 mb_idx = shuffled[:, start : start + batch].to(self.device)  # (M, b)
                 mb_sum_left = self._sums(left[mb_idx])
@@ -277,16 +280,7 @@ class RewardEnsemble:
         if val_pairs:
             metrics["reward/val_loss"] = float(best_loss.mean())
             metrics["reward/val_accuracy"] = self.validation_accuracy = self.accuracy(val_pairs)
-            self.validation_strict = sum(p.choice in ("left", "right") for p in val_pairs)
         return metrics
-
-    @property
-    def beats_chance(self) -> bool:
-        """Held-out accuracy above chance by two standard errors (no verdict yet counts as True)."""
-        n = self.validation_strict
-        if n < 5 or not math.isfinite(self.validation_accuracy):
-            return True
-        return self.validation_accuracy > 0.5 + 2 * math.sqrt(0.25 / n)
 
     def accuracy(self, pairs: Sequence[LabeledPair]) -> float:
         """Share of strict (left/right) labels whose side the ensemble mean prefers; NaN if there are none."""
@@ -303,11 +297,6 @@ class RewardEnsemble:
         rng = np.random.default_rng(int.from_bytes(digest, "little"))
         validated = bool(rng.random() < self.config.validation_fraction)
         return validated, rng.poisson(1.0, self.config.ensemble_size)
-
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(
-            self.net.parameters(), lr=self.config.learning_rate, weight_decay=self.config.weight_decay
-        )
 
     def _fit_input_normalization(self, pairs: Sequence[LabeledPair]) -> None:
         live_obs = np.concatenate([s.obs[~s.ended] for p in pairs for s in (p.left, p.right)])
@@ -349,8 +338,6 @@ class RewardEnsemble:
             "reward_offset": self.reward_offset,
             "reward_scale": self.reward_scale,
             "validation_accuracy": self.validation_accuracy,
-            "validation_strict": self.validation_strict,
-            "optimizer": self.optimizer.state_dict() if self.optimizer else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -360,7 +347,3 @@ class RewardEnsemble:
         self.reward_offset = float(state["reward_offset"])
         self.reward_scale = float(state["reward_scale"])
         self.validation_accuracy = float(state["validation_accuracy"])
-        self.validation_strict = int(state.get("validation_strict", 0))
-        if state.get("optimizer") is not None:
-            self.optimizer = self._make_optimizer()
-            self.optimizer.load_state_dict(state["optimizer"])

@@ -6,6 +6,7 @@ from worker.pairs import (
     TieRecord,
     _rank_score,
     candidate_pairs,
+    labels_rank_by_ending,
     live_steps,
     observation_distance,
     random_pairs,
@@ -127,3 +128,25 @@ def test_an_all_tie_pool_defers(rng):
     assert len(select_pairs(segments, 5, "informative", rng, ContestedEnsemble(), ties=CERTAIN_TIES)) == 0
     # Without the evidence it asks as many as wanted.
     assert len(select_pairs(segments, 5, "informative", rng, ContestedEnsemble(), ties=TieRecord(5, 5))) == 5
+
+
+def ending_answers(longer_chosen: int, shorter_chosen: int, equal: int = 0) -> list[LabeledPair]:
+    """Answers about pairs whose left segment lives 4 steps and right one 1 step."""
+    choices = ["left"] * longer_chosen + ["right"] * shorter_chosen + ["equal"] * equal
+    return [LabeledPair(seg(1.0, live=4), seg(2.0, live=1), c, i) for i, c in enumerate(choices)]
+
+
+def test_ending_matters_only_when_answers_lean_three_standard_errors_from_a_coin():
+    # 3 standard errors of a coin over n answers: 0.5 ± 1.5 / sqrt(n).
+    assert not labels_rank_by_ending([])
+    assert not labels_rank_by_ending(ending_answers(9, 1))  # 0.90 < 0.5 + 0.47 at n = 10
+    assert labels_rank_by_ending(ending_answers(10, 0))
+    assert labels_rank_by_ending(ending_answers(18, 2))  # 0.90 > 0.84: a teacher mistaken 1 time in 10
+    assert not labels_rank_by_ending(ending_answers(12, 8))  # a coin could do that
+    assert labels_rank_by_ending(ending_answers(2, 18))  # ending first is what the teacher wants
+    assert not labels_rank_by_ending(ending_answers(9, 0, equal=100))  # 9 of 9 is just short; equal says nothing
+
+
+def test_pairs_ending_at_the_same_step_say_nothing_about_ending():
+    same_end = [LabeledPair(seg(1.0, live=2), seg(2.0, live=2), "left", i) for i in range(30)]
+    assert not labels_rank_by_ending(same_end)

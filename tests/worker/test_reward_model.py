@@ -111,12 +111,19 @@ def test_standardized_inputs_are_clipped_so_far_states_meet_no_extrapolation():
     assert torch.equal(model.features(far_out, no_action, alive), model.features(near_edge, no_action, alive))
 
 
-def test_beats_chance_needs_accuracy_two_standard_errors_above_a_coin():
+def test_each_fit_standardizes_by_all_labels_so_far_and_same_labels_give_the_same_model(rng):
+    narrow = labeled_pairs(rng, 40)
+    for pair in narrow:  # the first labels see a narrow range of states, like an untrained policy's
+        pair.left.obs[:] *= 0.1
+        pair.right.obs[:] *= 0.1
+    wide = labeled_pairs(np.random.default_rng(5), 40)
     model = make_model()
-    assert model.beats_chance  # no held-out labels yet: no verdict
-    model.validation_strict, model.validation_accuracy = 20, 0.70  # 0.5 + 2 * sqrt(0.25 / 20) = 0.724
-    assert not model.beats_chance
-    model.validation_accuracy = 0.75
-    assert model.beats_chance
-    model.validation_strict, model.validation_accuracy = 4, 0.5  # too few to judge
-    assert model.beats_chance
+    model.fit(narrow)
+    assert np.all(model.obs_std < 0.2)
+    model.fit(narrow + wide)
+    # The states seen since are inside the statistics: about the mix of std 0.1 and std 1 data.
+    assert np.all(model.obs_std > 0.6)
+    probe = [random_segment(rng) for _ in range(10)]
+    again = make_model()
+    again.fit(narrow + wide)
+    np.testing.assert_array_equal(model.segment_sums(probe), again.segment_sums(probe))
