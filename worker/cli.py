@@ -46,7 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineErrorParser)
 
     run = commands.add_parser("run", help="run the RLHF loop headless with a synthetic teacher")
-    run.add_argument("--env", default="CartPole-v1", help="Gymnasium environment id (default CartPole-v1)")
+    run.add_argument(
+        "--env",
+        default="CartPole-v1",
+        help="a Gymnasium id (default CartPole-v1), module:Id, or module:ClassName for your own gymnasium.Env",
+    )
+    run.add_argument("--env-module", metavar="MODULE", help="import MODULE first, so that it registers --env")
     run.add_argument("--labels", type=non_negative_int, default=100, help="label budget (default 100)")
     run.add_argument("--timesteps", type=non_negative_int, default=0, help="env steps (default: per env)")
     run.add_argument("--seed", type=int, default=0)
@@ -90,10 +95,18 @@ def run_config_from_args(args: argparse.Namespace):
     """A RunConfig from `rlhf run` options, or CliError naming the bad option."""
     from worker.config import RunConfig
     from worker.device import pick_device
-    from worker.envs import validate_env_id
+    from worker.envs import describe_env, import_env_module
 
+    env_id = args.env
+    if args.env_module:
+        try:
+            import_env_module(args.env_module)
+        except ValueError as error:
+            raise CliError(f"--env-module: {error}") from None
+        # Gymnasium's "module:Id" form: whoever makes the env later (a worker, a resumed run) imports it too.
+        env_id = f"{args.env_module}:{args.env}"
     try:
-        validate_env_id(args.env)
+        describe_env(env_id)  # the id resolves, and its spaces are ones the learner supports
     except ValueError as error:
         raise CliError(f"--env: {error}") from None
     if args.teacher not in TEACHER_NAMES:
@@ -120,7 +133,7 @@ def run_config_from_args(args: argparse.Namespace):
             raise CliError(f"{option}: must be in [0, 1], got {value}")
         teacher_params[name] = value
     return RunConfig(
-        env_id=args.env,
+        env_id=env_id,
         labels=args.labels,
         timesteps=args.timesteps,
         seed=args.seed,
@@ -139,9 +152,12 @@ def command_run(args: argparse.Namespace) -> int:
         return run_via_server(args, config)
     from tqdm import tqdm
 
+    from worker.env_settings import ENV_SETTINGS
     from worker.loop import run, save_run
 
     total = config.resolved().timesteps
+    if config.env_id not in ENV_SETTINGS:
+        print(f"no tuned settings for {config.env_id}: using the defaults, {total} env steps", file=sys.stderr)
     with tqdm(total=total, unit="step", disable=args.no_progress, dynamic_ncols=True) as bar:
 
         def show(info: dict[str, float]) -> None:

@@ -7,6 +7,7 @@ returns the first observation of the next episode, reward 0 and terminated = tru
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -19,23 +20,60 @@ from worker.goal_env import register_sparse_goal
 register_sparse_goal()
 
 
-def validate_env_id(env_id: str) -> None:
-    """Check that `env_id` names an environment in Gymnasium's registry.
-
-    Args:
-        env_id: a Gymnasium id such as "CartPole-v1".
+def import_env_module(module_name: str) -> None:
+    """Import a user's module so that it can register its env ids (`--env-module`).
 
     Raises:
-        ValueError: "unknown env id 'X'" when the id is not registered.
+        ValueError: naming the module and why it did not import.
     """
-    if env_id not in gym.registry:
-        raise ValueError(f"unknown env id '{env_id}'")
+    try:
+        importlib.import_module(module_name)
+    except Exception as error:  # the user's code: any error on import means the env can't be made
+        raise ValueError(f"cannot import env module '{module_name}': {type(error).__name__}: {error}") from None
+
+
+def registered_id(env_id: str) -> str:
+    """The id in Gymnasium's registry that `env_id` names, registering a user's env class on first use.
+
+    `env_id` is one of:
+      - a registered id, "CartPole-v1";
+      - Gymnasium's "module:Id": the module registers Id when imported, "examples.lantern:Lantern-v0";
+      - "module:ClassName", a gymnasium.Env subclass in that module, registered here as ClassName (every
+        process that makes the env calls this first, so a worker resolves what a run or an API call named).
+
+    Raises:
+        ValueError: "unknown env id 'X'", or what is wrong with the module or the class.
+    """
+    if ":" not in env_id:
+        if env_id not in gym.registry:
+            raise ValueError(f"unknown env id '{env_id}'")
+        return env_id
+    module_name, name = env_id.split(":", 1)
+    import_env_module(module_name)
+    if name in gym.registry:
+        return name
+    entry_point = getattr(importlib.import_module(module_name), name, None)
+    if not (isinstance(entry_point, type) and issubclass(entry_point, gym.Env)):
+        raise ValueError(
+            f"env '{env_id}': module '{module_name}' registers no env id '{name}' and has no gymnasium.Env "
+            f"subclass of that name"
+        )
+    gym.register(id=name, entry_point=f"{module_name}:{name}")  # the string form: one spec, any process
+    return name
+
+
+def validate_env_id(env_id: str) -> None:
+    """Check that `env_id` names an environment (see `registered_id` for the forms it takes).
+
+    Raises:
+        ValueError: naming what is wrong.
+    """
+    registered_id(env_id)
 
 
 def has_native_vector_env(env_id: str) -> bool:
     """Whether Gymnasium ships a numpy vector env for `env_id` (e.g. CartPole-v1), much faster than "sync"."""
-    validate_env_id(env_id)
-    entry_point = gym.spec(env_id).vector_entry_point
+    entry_point = gym.spec(registered_id(env_id)).vector_entry_point
     # Jax-based vector envs ("phys2d") need jax; only plain numpy ones count as fast here.
     return isinstance(entry_point, str) and "phys2d" not in entry_point
 
@@ -59,14 +97,14 @@ def make_vec_env(env_id: str, num_envs: int, seed: int) -> VectorEnv:
     Raises:
         ValueError: for an unknown id or `num_envs < 1`.
     """
-    validate_env_id(env_id)
+    name = registered_id(env_id)
     if num_envs < 1:
         raise ValueError(f"num_envs must be at least 1, got {num_envs}")
-    if has_native_vector_env(env_id):
-        env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point")
+    if has_native_vector_env(name):
+        env = gym.make_vec(name, num_envs=num_envs, vectorization_mode="vector_entry_point")
     else:
         env = gym.make_vec(
-            env_id,
+            name,
             num_envs=num_envs,
             vectorization_mode="sync",
             vector_kwargs={"autoreset_mode": AutoresetMode.NEXT_STEP},
@@ -125,12 +163,15 @@ def env_spaces(env: VectorEnv) -> EnvSpaces:
 
     Raises:
         ValueError: when the action space is neither `Discrete` nor a bounded `Box`, or observations are not
-            a flat `Box`.
+            a flat `Box`, naming what is supported.
     """
     obs_space = env.single_observation_space
     act_space = env.single_action_space
     if not isinstance(obs_space, spaces.Box) or len(obs_space.shape) != 1:
-        raise ValueError(f"observations must be a flat Box, got {obs_space}")
+        raise ValueError(
+            f"observation space {obs_space} is not supported: observations must be a flat Box (a vector of "
+            f"numbers; no Dict, Tuple, image or discrete observations)"
+        )
     if isinstance(act_space, spaces.Discrete):
         empty = np.zeros(0, dtype=np.float32)
         return EnvSpaces(obs_shape(env), (), True, int(act_space.n), empty, empty)
@@ -143,7 +184,10 @@ def env_spaces(env: VectorEnv) -> EnvSpaces:
             act_space.low.astype(np.float32),
             act_space.high.astype(np.float32),
         )
-    raise ValueError(f"actions must be Discrete or a bounded flat Box, got {act_space}")
+    raise ValueError(
+        f"action space {act_space} is not supported: actions must be Discrete or a flat Box bounded on both "
+        f"sides (no MultiDiscrete, MultiBinary, Dict or Tuple actions)"
+    )
 
 
 def describe_env(env_id: str) -> EnvSpaces:
@@ -157,5 +201,4 @@ def describe_env(env_id: str) -> EnvSpaces:
 
 def max_episode_steps(env_id: str) -> int | None:
     """The time limit registered for `env_id` (500 for CartPole-v1, 200 for Pendulum-v1), or None."""
-    validate_env_id(env_id)
-    return gym.spec(env_id).max_episode_steps
+    return gym.spec(registered_id(env_id)).max_episode_steps

@@ -34,6 +34,8 @@ import imageio.v3 as iio  # noqa: E402
 import numpy as np  # noqa: E402
 from av.video.reformatter import Interpolation, VideoReformatter  # noqa: E402
 
+from worker.envs import registered_id  # noqa: E402
+
 # x264 settings: `ultrafast` cuts encode time several-fold for these tiny clips (and gives Constrained Baseline
 # H.264, which every browser plays); CRF 23 is x264's default quality.
 X264_OPTIONS = {"preset": "ultrafast", "crf": "23"}
@@ -53,7 +55,7 @@ def _rgb_env(env_id: str) -> gym.Env:
     with _envs_lock:
         env = _envs.get(env_id)
         if env is None:
-            env = gym.make(env_id, render_mode="rgb_array")
+            env = gym.make(registered_id(env_id), render_mode="rgb_array")
             _envs[env_id] = env
         return env
 
