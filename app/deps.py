@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import crud
+from app.schemas import INT32_MAX
 from app.settings import Settings
 
 bearer_scheme = HTTPBearer(auto_error=False, description="The admin token or a rater's invite token.")
@@ -75,6 +76,8 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
             session.close()
 
 
+# An id in a path. Out of range (or not a number) it names nothing stored: app.main answers 404 for it.
+PathId = Annotated[int, Path(ge=1, le=INT32_MAX)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]

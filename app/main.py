@@ -112,6 +112,13 @@ def add_error_handlers(app: FastAPI) -> None:
         problems = error.errors()
         first = problems[0] if problems else {"loc": ("body",), "msg": "invalid request"}
         field = _location(first["loc"])
+        if tuple(first["loc"][:1]) == ("path",):
+            # A path id out of range or not a number (app.deps.PathId) names nothing stored.
+            noun = field.removesuffix("_id")
+            return JSONResponse(
+                {"detail": f"{field}: no {noun} {first.get('input')}", "field": field},
+                status_code=status.HTTP_404_NOT_FOUND,
+            )
         if first.get("type") == "json_invalid":
             field = "body"
         errors = [

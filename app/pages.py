@@ -22,6 +22,7 @@ from app.api.convert import experiment_live_out
 from app.deps import (
     CSRF_COOKIE,
     TOKEN_COOKIE,
+    PathId,
     Principal,
     SessionDep,
     check_csrf,
@@ -165,7 +166,7 @@ def list_rater_experiments(request: Request, session: SessionDep) -> Response:
 
 
 @router.get("/label/{experiment_id}")
-def get_label_page(experiment_id: int, request: Request, session: SessionDep) -> Response:
+def get_label_page(experiment_id: PathId, request: Request, session: SessionDep) -> Response:
     """The labeling page: instructions, two synced clips, choice buttons and keyboard shortcuts."""
     principal = cookie_principal(request, session)
     if principal is None or principal.rater_id is None:
@@ -224,7 +225,7 @@ def list_admin_experiments(request: Request, session: SessionDep) -> Response:
 
 
 @router.get("/admin/experiments/{experiment_id}")
-def get_experiment_page(experiment_id: int, request: Request, session: SessionDep) -> Response:
+def get_experiment_page(experiment_id: PathId, request: Request, session: SessionDep) -> Response:
     """Status, labels per rater, agreement, response times and live plots of one experiment."""
     if not _is_admin(request, session):
         return RedirectResponse("/admin", status.HTTP_303_SEE_OTHER)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, status
 
 from app import crud, schemas
 from app.api.convert import experiment_live_out, experiment_out
-from app.deps import AdminDep, PrincipalDep, SessionDep, check_experiment_access
+from app.deps import AdminDep, PathId, PrincipalDep, SessionDep, check_experiment_access
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
 
@@ -30,7 +30,7 @@ def list_experiments(session: SessionDep, principal: PrincipalDep) -> list[schem
 
 
 @router.get("/{experiment_id}", response_model=schemas.ExperimentOut)
-def get_experiment(experiment_id: int, session: SessionDep, principal: PrincipalDep) -> schemas.ExperimentOut:
+def get_experiment(experiment_id: PathId, session: SessionDep, principal: PrincipalDep) -> schemas.ExperimentOut:
     """Read an experiment with its counts (segments, pairs, labels, raters) and latest metrics."""
     check_experiment_access(session, principal, experiment_id)
     return experiment_out(session, crud.get_experiment(session, experiment_id=experiment_id), detailed=True)
@@ -38,7 +38,7 @@ def get_experiment(experiment_id: int, session: SessionDep, principal: Principal
 
 @router.patch("/{experiment_id}", response_model=schemas.ExperimentOut)
 def update_experiment(
-    experiment_id: int, body: schemas.ExperimentUpdate, session: SessionDep, _admin: AdminDep
+    experiment_id: PathId, body: schemas.ExperimentUpdate, session: SessionDep, _admin: AdminDep
 ) -> schemas.ExperimentOut:
     """Change teacher mode, instructions, status or budgets (admin); a mode switch acts from the next pair."""
     experiment = crud.update_experiment(
@@ -48,14 +48,14 @@ def update_experiment(
 
 
 @router.get("/{experiment_id}/live", response_model=schemas.ExperimentLive)
-def get_experiment_live(experiment_id: int, session: SessionDep, _admin: AdminDep) -> schemas.ExperimentLive:
+def get_experiment_live(experiment_id: PathId, session: SessionDep, _admin: AdminDep) -> schemas.ExperimentLive:
     """Counts, per-rater agreement and the plotted metric series: what the experiment page shows (admin)."""
     return experiment_live_out(session, experiment_id)
 
 
 @router.post("/{experiment_id}/metrics", status_code=status.HTTP_204_NO_CONTENT)
 def record_metrics(
-    experiment_id: int, body: schemas.MetricsRecord, session: SessionDep, _admin: AdminDep
+    experiment_id: PathId, body: schemas.MetricsRecord, session: SessionDep, _admin: AdminDep
 ) -> None:
     """Append metric points (e.g. `env/true_return`) at a training step (admin or worker)."""
     crud.record_metrics(session, experiment_id=experiment_id, step=body.step, values=body.values)
@@ -63,11 +63,11 @@ def record_metrics(
 
 @router.get("/{experiment_id}/metrics", response_model=dict[str, list[schemas.MetricValue]])
 def get_metrics(
-    experiment_id: int,
+    experiment_id: PathId,
     session: SessionDep,
     principal: PrincipalDep,
-    key: Annotated[list[str] | None, Query(description="Series to return; all when omitted.")] = None,
-    after_step: Annotated[int | None, Query(ge=0, description="Only points after this step.")] = None,
+    key: Annotated[list[schemas.Key] | None, Query(description="Series to return; all when omitted.")] = None,
+    after_step: Annotated[schemas.Step | None, Query(description="Only points after this step.")] = None,
 ) -> dict[str, list[schemas.MetricValue]]:
     """Metric series of an experiment, by key, in step order."""
     check_experiment_access(session, principal, experiment_id)

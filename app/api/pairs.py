@@ -6,7 +6,15 @@ from fastapi import APIRouter, Request, Response, status
 
 from app import crud, schemas, stats
 from app.api.convert import lease_out, pair_out
-from app.deps import AdminDep, PrincipalDep, RaterDep, SessionDep, SettingsDep, check_experiment_access
+from app.deps import (
+    AdminDep,
+    PathId,
+    PrincipalDep,
+    RaterDep,
+    SessionDep,
+    SettingsDep,
+    check_experiment_access,
+)
 
 router = APIRouter(tags=["pairs"])
 
@@ -17,14 +25,14 @@ router = APIRouter(tags=["pairs"])
     response_model=schemas.PairsCreated,
 )
 def queue_pairs(
-    experiment_id: int, body: schemas.PairsCreate, session: SessionDep, _admin: AdminDep
+    experiment_id: PathId, body: schemas.PairsCreate, session: SessionDep, _admin: AdminDep
 ) -> schemas.PairsCreated:
     """Queue pairs of this experiment's segments for labeling (admin)."""
     return schemas.PairsCreated(pair_ids=crud.add_pairs(session, experiment_id=experiment_id, pairs=body.pairs))
 
 
 @router.get("/pairs/{pair_id}", response_model=schemas.PairOut)
-def get_pair(pair_id: int, session: SessionDep, principal: PrincipalDep) -> schemas.PairOut:
+def get_pair(pair_id: PathId, session: SessionDep, principal: PrincipalDep) -> schemas.PairOut:
     """Read a pair: its segments, status and label count."""
     pair = crud.get_pair(session, pair_id=pair_id)
     check_experiment_access(session, principal, pair.experiment_id)
@@ -41,7 +49,7 @@ def get_pair(pair_id: int, session: SessionDep, principal: PrincipalDep) -> sche
     responses={204: {"description": "No pair is waiting for this rater; poll again later."}},
 )
 async def lease_pair(
-    experiment_id: int, request: Request, session: SessionDep, settings: SettingsDep, rater: RaterDep
+    experiment_id: PathId, request: Request, session: SessionDep, settings: SettingsDep, rater: RaterDep
 ) -> schemas.LeaseOut | Response:
     """Lease the next pair to the calling rater until the lease expires; 204 when none is waiting."""
     check_experiment_access(session, rater, experiment_id, request.app.state.auth_cache)
@@ -55,7 +63,7 @@ async def lease_pair(
 
 
 @router.get("/experiments/{experiment_id}/pairs/waiting", response_model=schemas.PairsWaiting)
-def count_pairs_waiting(experiment_id: int, session: SessionDep, rater: RaterDep) -> schemas.PairsWaiting:
+def count_pairs_waiting(experiment_id: PathId, session: SessionDep, rater: RaterDep) -> schemas.PairsWaiting:
     """How many pending pairs the calling rater has not labeled yet (those the rater holds included)."""
     check_experiment_access(session, rater, experiment_id)
     assert rater.rater_id is not None
@@ -63,7 +71,7 @@ def count_pairs_waiting(experiment_id: int, session: SessionDep, rater: RaterDep
 
 
 @router.delete("/leases/{lease_id}", status_code=status.HTTP_204_NO_CONTENT)
-def release_lease(lease_id: int, session: SessionDep, rater: RaterDep) -> None:
+def release_lease(lease_id: PathId, session: SessionDep, rater: RaterDep) -> None:
     """Give a leased pair back to the pool before its lease expires."""
     assert rater.rater_id is not None
     crud.release_lease(session, lease_id=lease_id, rater_id=rater.rater_id)

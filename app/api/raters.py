@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from app import crud, schemas
-from app.deps import AdminDep, SessionDep, SettingsDep, check_experiment_access
+from app.deps import AdminDep, PathId, SessionDep, SettingsDep, check_experiment_access
 from app.models import Rater
 
 router = APIRouter(tags=["raters"])
@@ -46,7 +46,7 @@ def list_raters(session: SessionDep, _admin: AdminDep) -> list[schemas.RaterOut]
 
 @router.get("/experiments/{experiment_id}/raters", response_model=list[schemas.RaterOut])
 def list_experiment_raters(
-    experiment_id: int, session: SessionDep, admin: AdminDep
+    experiment_id: PathId, session: SessionDep, admin: AdminDep
 ) -> list[schemas.RaterOut]:
     """Raters invited to one experiment (admin)."""
     check_experiment_access(session, admin, experiment_id)
@@ -54,6 +54,6 @@ def list_experiment_raters(
 
 
 @router.put("/experiments/{experiment_id}/raters/{rater_id}", status_code=status.HTTP_204_NO_CONTENT)
-def invite_rater(experiment_id: int, rater_id: int, session: SessionDep, _admin: AdminDep) -> None:
+def invite_rater(experiment_id: PathId, rater_id: PathId, session: SessionDep, _admin: AdminDep) -> None:
     """Invite an existing rater to one more experiment (admin)."""
     crud.invite_rater(session, rater_id=rater_id, experiment_id=experiment_id)

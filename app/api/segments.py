@@ -14,7 +14,15 @@ from sqlalchemy.orm import Session
 
 from app import crud, schemas
 from app.api.convert import segment_out
-from app.deps import AdminDep, Principal, PrincipalDep, SessionDep, SettingsDep, check_experiment_access
+from app.deps import (
+    AdminDep,
+    PathId,
+    Principal,
+    PrincipalDep,
+    SessionDep,
+    SettingsDep,
+    check_experiment_access,
+)
 from app.errors import Invalid
 from app.settings import Settings
 
@@ -27,7 +35,7 @@ router = APIRouter(tags=["segments"])
     response_model=schemas.SegmentsCreated,
 )
 def queue_segments(
-    experiment_id: int, body: schemas.SegmentsCreate, session: SessionDep, _admin: AdminDep
+    experiment_id: PathId, body: schemas.SegmentsCreate, session: SessionDep, _admin: AdminDep
 ) -> schemas.SegmentsCreated:
     """Queue one or many segments; those with a `render` spec get a clip rendered by the worker (admin)."""
     segment_ids, job_ids = crud.add_segments(session, experiment_id=experiment_id, segments=body.segments)
@@ -36,7 +44,7 @@ def queue_segments(
 
 @router.get("/segments/{segment_id}", response_model=schemas.SegmentOut)
 def get_segment(
-    segment_id: int,
+    segment_id: PathId,
     session: SessionDep,
     principal: PrincipalDep,
     include_arrays: Annotated[bool, Query(description="Also return obs, actions, rewards, ended.")] = False,
@@ -60,7 +68,7 @@ def get_segment(
     },
 )
 async def upload_frames(
-    segment_id: int,
+    segment_id: PathId,
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
@@ -100,7 +108,7 @@ def _clip_file(
 
 @router.get("/segments/{segment_id}/clip", response_class=FileResponse)
 def get_clip(
-    segment_id: int, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
+    segment_id: PathId, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
 ) -> FileResponse:
     """The segment's MP4/H.264 clip (moov atom first); honours Range requests with 206 for seeking."""
     path = _clip_file(session, settings, principal, segment_id, poster=False)
@@ -112,7 +120,7 @@ def get_clip(
 
 @router.get("/segments/{segment_id}/poster", response_class=FileResponse)
 def get_poster(
-    segment_id: int, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
+    segment_id: PathId, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
 ) -> FileResponse:
     """The clip's poster image (its first frame)."""
     path = _clip_file(session, settings, principal, segment_id, poster=True)
