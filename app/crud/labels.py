@@ -102,6 +102,24 @@ def submit_label(
     """
     if choice not in CHOICES:
         raise Invalid("choice", f"must be one of {', '.join(CHOICES)}")
+    arguments = (rater_id, pair_id, choice, response_time_ms, idempotency_key)
+    try:
+        return _store_label(session, *arguments)
+    except IntegrityError:
+        # A concurrent request of the same rater for the same key or pair committed between this one's checks
+        # and its insert (on PostgreSQL a request that waited for the pair's row lock re-reads only that row).
+        # Asked again, the checks see that label: the same key and body get it back, anything else a conflict.
+        return _store_label(session, *arguments)
+
+
+def _store_label(
+    session: Session,
+    rater_id: int,
+    pair_id: int,
+    choice: str,
+    response_time_ms: int | None,
+    idempotency_key: str | None,
+) -> tuple[Label, bool]:
     statements = _label_statements(not is_sqlite(session))
     keys = {"pair_id": pair_id, "rater_id": rater_id}
     with write_transaction(session):

@@ -132,6 +132,41 @@ def test_idempotency_key_stores_one_label(client: TestClient, world: World) -> N
     assert client.get(f"/api/v1/experiments/{world.experiment_id}").json()["counts"]["labels"] == 1
 
 
+def _submit_at_once(session_factory: sessionmaker[Session], rater_id: int, pair_id: int, times: int) -> list[object]:
+    """The same label with the same idempotency key, `times` at once; the label id or the error each got."""
+    barrier = threading.Barrier(times)
+    answers: list[object] = []
+
+    def submit(_index: int) -> None:
+        with session_factory() as session:
+            barrier.wait()
+            try:
+                label, _created = crud.submit_label(
+                    session, rater_id=rater_id, pair_id=pair_id, choice="left", idempotency_key=f"k{pair_id}"
+                )
+                answers.append(label.id)
+            except Exception as error:  # recorded, and asserted by the caller
+                answers.append(repr(error))
+
+    run_together(submit, range(times))
+    return answers
+
+
+def test_concurrent_retries_of_one_label_all_get_it_back(
+    client: TestClient, rng: np.random.Generator, session_factory: sessionmaker[Session]
+) -> None:
+    # A retried label must never be told it conflicted. On PostgreSQL, requests that waited for the pair's
+    # row lock saw no label under the key and then collided with it on insert.
+    world = build_world(client, rng, pairs=5, raters=1)
+    for _ in world.pair_ids:
+        lease = _lease(client, world)
+        assert lease is not None
+        answers = _submit_at_once(session_factory, world.rater_ids[0], lease["pair_id"], times=20)
+        assert len(set(answers)) == 1 and isinstance(answers[0], int), answers
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(Label)) == 5
+
+
 def test_undo_last_label(client: TestClient, world: World) -> None:
     first, second = _lease(client, world), _lease(client, world)
     assert first and second
