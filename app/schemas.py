@@ -215,18 +215,26 @@ class ClipOut(BaseModel):
     size_bytes: int
 
 
-class SegmentOut(BaseModel):
+class SegmentView(BaseModel):
+    """A segment as a rater sees it: its clip, and nothing the synthetic teacher answers from (no rewards or
+    return, no seed to replay it, no training step that tells the newer policy)."""
+
     id: int
     experiment_id: int
     length: int
-    env_id: str
-    seed: int | None
-    policy_step: int | None
-    true_return: float | None
     clip_status: ClipStatus
     clip: ClipOut | None = None
     clip_url: str
     poster_url: str
+
+
+class SegmentOut(SegmentView):
+    """A segment as the admin sees it: where it came from, its true return and, on request, its arrays."""
+
+    env_id: str
+    seed: int | None
+    policy_step: int | None
+    true_return: float | None
     created_at: datetime
     obs: list[Any] | None = None
     actions: list[Any] | None = None

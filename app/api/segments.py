@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
 from app import crud, schemas
-from app.api.convert import segment_out
+from app.api.convert import segment_out, segment_view
 from app.deps import (
     AdminDep,
     PathId,
@@ -42,17 +42,19 @@ def queue_segments(
     return schemas.SegmentsCreated(segment_ids=segment_ids, render_job_ids=job_ids)
 
 
-@router.get("/segments/{segment_id}", response_model=schemas.SegmentOut)
+@router.get("/segments/{segment_id}", response_model=schemas.SegmentOut | schemas.SegmentView)
 def get_segment(
     segment_id: PathId,
     session: SessionDep,
     principal: PrincipalDep,
-    include_arrays: Annotated[bool, Query(description="Also return obs, actions, rewards, ended.")] = False,
-) -> schemas.SegmentOut:
-    """Read a segment: its source, clip status and, on request, its arrays."""
+    include_arrays: Annotated[bool, Query(description="Also return obs, actions, rewards, ended (admin).")] = False,
+) -> schemas.SegmentOut | schemas.SegmentView:
+    """Read a segment: its clip; for the admin also its source, true return and, on request, its arrays."""
     segment = crud.get_segment(session, segment_id=segment_id)
     check_experiment_access(session, principal, segment.experiment_id)
-    return segment_out(segment, include_arrays=include_arrays and principal.is_admin)
+    if not principal.is_admin:
+        return segment_view(segment)  # raters never see what the synthetic teacher answers from
+    return segment_out(segment, include_arrays=include_arrays)
 
 
 @router.put(
