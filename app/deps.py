@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, Request, status
+from fastapi import Depends, Form, HTTPException, Path, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
@@ -45,6 +45,10 @@ class TtlCache:
         if entry is None or entry[1] < time.monotonic():
             return None
         return entry[0]
+
+    def forget(self, key: object) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
 
     def put(self, key: object, value: object) -> None:
         # A random share of the TTL: raters who signed in together do not all miss the cache together later.
@@ -105,12 +109,38 @@ def check_csrf(request: Request, submitted: str | None, field: str = CSRF_HEADER
 
 async def get_principal(request: Request, session: SessionDep, credentials: CredentialsDep) -> Principal:
     """Admin or rater from the bearer token, or from the session cookie (plus the CSRF header on writes)."""
+    return authenticate(request, session, credentials, request.headers.get(CSRF_HEADER), CSRF_HEADER)
+
+
+async def get_beacon_principal(
+    request: Request,
+    session: SessionDep,
+    credentials: CredentialsDep,
+    csrf_token: Annotated[
+        str | None, Form(description=f"With the session cookie: the CSRF token, when not in {CSRF_HEADER}.")
+    ] = None,
+) -> Principal:
+    """As get_principal, for routes a page calls with `navigator.sendBeacon`, which sends the cookies but no
+    headers: the CSRF token may come as the form field `csrf_token` instead."""
+    if request.headers.get(CSRF_HEADER):
+        return await get_principal(request, session, credentials)
+    return authenticate(request, session, credentials, csrf_token, "csrf_token")
+
+
+def authenticate(
+    request: Request,
+    session: Session,
+    credentials: HTTPAuthorizationCredentials | None,
+    csrf_token: str | None,
+    csrf_field: str,
+) -> Principal:
+    """The caller of a request carrying a bearer token, or the session cookie and, on writes, `csrf_token`."""
     if credentials is not None:
         token = credentials.credentials
     else:
         token = request.cookies.get(TOKEN_COOKIE, "")
         if token and request.method not in SAFE_METHODS:
-            check_csrf(request, request.headers.get(CSRF_HEADER))
+            check_csrf(request, csrf_token, csrf_field)
     if not token:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -165,8 +195,13 @@ async def require_rater(principal: PrincipalDep) -> Principal:
     return principal
 
 
+async def require_beacon_rater(principal: Annotated[Principal, Depends(get_beacon_principal)]) -> Principal:
+    return await require_rater(principal)
+
+
 AdminDep = Annotated[Principal, Depends(require_admin)]
 RaterDep = Annotated[Principal, Depends(require_rater)]
+BeaconRaterDep = Annotated[Principal, Depends(require_beacon_rater)]
 
 
 def check_experiment_access(

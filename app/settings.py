@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0, description="Larger request bodies get 413.")
     lease_seconds: float = Field(default=120.0, gt=0, description="How long a rater holds a leased pair.")
+    max_leases_per_rater: int = Field(
+        default=3,
+        ge=1,
+        description="Pairs one rater may hold at once in an experiment (the labeling page shows one, loads two).",
+    )
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
     db_pool_size: int = Field(default=20, ge=1, description="Connections kept open per process.")
     public_url: str = Field(

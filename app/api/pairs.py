@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response, status
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
 
 from app import crud, schemas, stats
 from app.api.convert import lease_out, pair_out
 from app.deps import (
     AdminDep,
+    BeaconRaterDep,
     PathId,
     PrincipalDep,
     RaterDep,
@@ -49,13 +52,27 @@ def get_pair(pair_id: PathId, session: SessionDep, principal: PrincipalDep) -> s
     responses={204: {"description": "No pair is waiting for this rater; poll again later."}},
 )
 async def lease_pair(
-    experiment_id: PathId, request: Request, session: SessionDep, settings: SettingsDep, rater: RaterDep
+    experiment_id: PathId,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    rater: RaterDep,
+    exclude: Annotated[
+        list[schemas.Id] | None,
+        Query(max_length=100, description="Pair ids the caller shows already: held ones are not returned again."),
+    ] = None,
 ) -> schemas.LeaseOut | Response:
-    """Lease the next pair to the calling rater until the lease expires; 204 when none is waiting."""
+    """The calling rater's next pair: one they hold already (oldest first, lease unchanged), else a new lease
+    while they hold fewer than the cap (RLHF_MAX_LEASES_PER_RATER); 204 when none is waiting."""
     check_experiment_access(session, rater, experiment_id, request.app.state.auth_cache)
     assert rater.rater_id is not None
     info = crud.lease_pair(
-        session, experiment_id=experiment_id, rater_id=rater.rater_id, lease_seconds=settings.lease_seconds
+        session,
+        experiment_id=experiment_id,
+        rater_id=rater.rater_id,
+        lease_seconds=settings.lease_seconds,
+        max_held=settings.max_leases_per_rater,
+        exclude_pair_ids=set(exclude or ()),
     )
     if info is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -73,5 +90,13 @@ def count_pairs_waiting(experiment_id: PathId, session: SessionDep, rater: Rater
 @router.delete("/leases/{lease_id}", status_code=status.HTTP_204_NO_CONTENT)
 def release_lease(lease_id: PathId, session: SessionDep, rater: RaterDep) -> None:
     """Give a leased pair back to the pool before its lease expires."""
+    assert rater.rater_id is not None
+    crud.release_lease(session, lease_id=lease_id, rater_id=rater.rater_id)
+
+
+@router.post("/leases/{lease_id}/release", status_code=status.HTTP_204_NO_CONTENT)
+def release_lease_by_beacon(lease_id: PathId, session: SessionDep, rater: BeaconRaterDep) -> None:
+    """As DELETE /leases/{lease_id}, for a page leaving (`navigator.sendBeacon` on pagehide), which can send
+    no headers: with the session cookie the CSRF token comes as the form field `csrf_token`."""
     assert rater.rater_id is not None
     crud.release_lease(session, lease_id=lease_id, rater_id=rater.rater_id)

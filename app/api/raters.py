@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
 from app import crud, schemas
 from app.deps import AdminDep, PathId, SessionDep, SettingsDep, check_experiment_access
@@ -57,3 +57,13 @@ def list_experiment_raters(
 def invite_rater(experiment_id: PathId, rater_id: PathId, session: SessionDep, _admin: AdminDep) -> None:
     """Invite an existing rater to one more experiment (admin)."""
     crud.invite_rater(session, rater_id=rater_id, experiment_id=experiment_id)
+
+
+@router.post("/raters/{rater_id}/revoke", response_model=schemas.RaterOut)
+def revoke_rater(rater_id: PathId, request: Request, session: SessionDep, _admin: AdminDep) -> schemas.RaterOut:
+    """Revoke a rater's token and invite link (admin): their labels stay, the pairs they hold return to the
+    queue at once. Other web processes may still accept the token for a few seconds (their auth cache), but
+    it leases and labels nothing more."""
+    rater = crud.revoke_rater(session, rater_id=rater_id)
+    request.app.state.auth_cache.forget(rater.token_hash)
+    return _rater_out(session, rater)

@@ -16,7 +16,7 @@ from app.crud.common import as_utc, hash_token, new_token
 from app.crud.experiments import get_experiment
 from app.crud.pairs import LeaseInfo
 from app.db import is_sqlite, write_transaction
-from app.errors import Conflict, Invalid, NotFound
+from app.errors import Conflict, Forbidden, Invalid, NotFound
 from app.models import (
     Label,
     Lease,
@@ -168,6 +168,9 @@ def undo_last_label(
 ) -> tuple[Label, LeaseInfo]:
     """Delete the rater's latest label in the experiment and lease its pair back to them."""
     with write_transaction(session):
+        # Locked like lease_pair does, so that a revocation in flight releases the lease made here too.
+        if not session.scalar(select(Rater.active).where(Rater.id == rater_id).with_for_update()):
+            raise Forbidden("authorization", "the rater's token was revoked")
         label = session.scalar(
             select(Label)
             .where(Label.experiment_id == experiment_id, Label.rater_id == rater_id)

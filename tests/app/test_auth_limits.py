@@ -11,6 +11,8 @@ from helpers import CARTPOLE, World, build_world
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app import crud
+from app.errors import Forbidden
 from app.main import create_app
 from app.models import AppSecret, Rater
 from app.settings import Settings
@@ -115,3 +117,36 @@ def test_oversized_bodies_get_413_and_store_nothing(settings: Settings) -> None:
         assert response.json()["field"] == "body"
         assert client.get("/api/v1/experiments").json() == []
     app.state.engine.dispose()
+
+
+def test_revoking_a_rater_keeps_their_labels_and_frees_their_pairs_at_once(
+    client: TestClient, rng: np.random.Generator, session_factory: sessionmaker[Session]
+) -> None:
+    world = build_world(client, rng, pairs=3, raters=2)
+    rater, revoked_id = world.rater_headers(0), world.rater_ids[0]
+    url = f"/api/v1/experiments/{world.experiment_id}/leases"
+    first = client.post(url, headers=rater).json()
+    label = client.post("/api/v1/labels", json={"pair_id": first["pair_id"], "choice": "left"}, headers=rater)
+    assert label.status_code == 201
+    second = client.post(url, headers=rater).json()
+    third = client.post(url, params={"exclude": second["pair_id"]}, headers=rater).json()
+    assert client.post(f"/api/v1/raters/{revoked_id}/revoke", headers=rater).status_code == 403
+
+    revoked = client.post(f"/api/v1/raters/{revoked_id}/revoke")
+    assert revoked.status_code == 200 and revoked.json()["active"] is False
+    assert client.post(f"/api/v1/raters/{revoked_id}/revoke").status_code == 200  # twice is harmless
+    assert client.post("/api/v1/raters/999/revoke").status_code == 404
+    assert client.get("/api/v1/experiments", headers=rater).status_code == 401
+    assert client.get(f"/invite/{world.rater_tokens[0]}").status_code == 404
+    # The two pairs held go back at once, to the other rater; the label stays.
+    other = world.rater_headers(1)
+    taken = client.post(url, headers=other).json()["pair_id"]
+    also = client.post(url, params={"exclude": taken}, headers=other).json()["pair_id"]
+    assert {taken, also} == {second["pair_id"], third["pair_id"]}
+    assert client.get(f"/api/v1/experiments/{world.experiment_id}").json()["counts"]["labels"] == 1
+    # Even where a web process still trusts the token from its cache, the rater leases and undoes nothing.
+    with session_factory() as session:
+        with pytest.raises(Forbidden):
+            crud.lease_pair(session, experiment_id=world.experiment_id, rater_id=revoked_id, lease_seconds=9)
+        with pytest.raises(Forbidden):
+            crud.undo_last_label(session, experiment_id=world.experiment_id, rater_id=revoked_id, lease_seconds=9)
