@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import math
 import random
 import threading
 import time
@@ -16,6 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import crud
+from app.ratelimit import FailedAuthLimiter
 from app.schemas import INT32_MAX
 from app.settings import Settings
 
@@ -147,14 +149,38 @@ def authenticate(
             "authorization: bearer token required",
             {"WWW-Authenticate": "Bearer"},
         )
+    refuse_if_guessing(request)
     principal = principal_for_token(request, session, token)
     if principal is None:
+        record_failed_auth(request)
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "authorization: unknown or revoked token",
             {"WWW-Authenticate": "Bearer"},
         )
     return principal
+
+
+def refuse_if_guessing(request: Request) -> None:
+    """429 with Retry-After while the client's address is past its budget of failed authentications."""
+    limiter: FailedAuthLimiter = request.app.state.auth_limiter
+    wait = limiter.retry_after(_client_address(request))
+    if wait is not None:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            "authorization: too many failed attempts from this address, try again later",
+            {"Retry-After": str(math.ceil(wait))},
+        )
+
+
+def record_failed_auth(request: Request) -> None:
+    """Count an unknown token, invite link or admin token against the client's address."""
+    request.app.state.auth_limiter.record_failure(_client_address(request))
+
+
+def _client_address(request: Request) -> str:
+    # Behind a trusted proxy this is the forwarded client address (RLHF_FORWARDED_ALLOW_IPS).
+    return request.client.host if request.client else ""
 
 
 def principal_for_token(request: Request, session: Session, token: str) -> Principal | None:

@@ -15,7 +15,9 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app import crud, pages
 from app.api import experiments, health, labels, pairs, raters, segments
@@ -23,6 +25,7 @@ from app.api.convert import API_PREFIX
 from app.db import make_engine, make_session_factory
 from app.deps import TtlCache
 from app.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
+from app.ratelimit import FailedAuthLimiter
 from app.settings import Settings
 
 logger = logging.getLogger("rlhf.app")
@@ -107,6 +110,13 @@ def add_error_handlers(app: FastAPI) -> None:
         code = next(code for kind, code in DOMAIN_STATUS.items() if isinstance(error, kind))
         return JSONResponse({"detail": error.detail, "field": error.field}, status_code=code)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def handle_http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        # The service raises them with "field: message" details; Starlette's own ("Not Found") name no field.
+        detail = str(error.detail)
+        field = detail.split(": ", 1)[0] if ": " in detail else None
+        return JSONResponse({"detail": detail, "field": field}, status_code=error.status_code, headers=error.headers)
+
     @app.exception_handler(RequestValidationError)
     async def handle_validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
         problems = error.errors()
@@ -188,8 +198,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.admin_token_hash = admin_hash
     app.state.generated_admin_token = generated
     app.state.auth_cache = TtlCache()
+    app.state.auth_limiter = FailedAuthLimiter(settings.auth_failures_per_minute)
     add_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.forwarded_allow_ips:
+        # The request's scheme (Secure cookies) and client address (rate limits) as the trusted proxy saw them.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
     app.include_router(health.router)
     # Routes match in the order included: the raters' lease and label routes go first (fewer misses per call).
     for module in (pairs, labels, experiments, segments, raters):

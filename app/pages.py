@@ -28,6 +28,8 @@ from app.deps import (
     check_csrf,
     check_experiment_access,
     principal_for_token,
+    record_failed_auth,
+    refuse_if_guessing,
 )
 from app.errors import NotFound
 from app.models import Rater
@@ -121,8 +123,10 @@ def get_home(request: Request, session: SessionDep) -> Response:
 @router.get("/invite/{token}")
 def get_invite(token: str, request: Request, session: SessionDep) -> Response:
     """Show who the invite link signs in and a button that signs in (a POST, so it is CSRF-checked)."""
+    refuse_if_guessing(request)
     rater = crud.rater_for_token(session, token=token)
     if rater is None:
+        record_failed_auth(request)
         return _signin_error(request, UNKNOWN_INVITE, 404)
     experiments = crud.list_experiments(session, rater_id=rater.id)
     return render(request, "signin.html", {"rater": rater, "experiments": experiments, "token": token, "error": None})
@@ -134,8 +138,10 @@ def sign_in_rater(
 ) -> Response:
     """Keep the invite token in an HttpOnly cookie and go to the labeling page."""
     check_csrf(request, csrf_token, field="csrf_token")
+    refuse_if_guessing(request)
     rater = crud.rater_for_token(session, token=token)
     if rater is None:
+        record_failed_auth(request)
         return _signin_error(request, UNKNOWN_INVITE, 404)
     return _sign_in(RedirectResponse("/label", status.HTTP_303_SEE_OTHER), request, token)
 
@@ -211,7 +217,9 @@ def sign_in_admin(
 ) -> Response:
     """Check the admin token and keep it in the session cookie."""
     check_csrf(request, csrf_token, field="csrf_token")
+    refuse_if_guessing(request)
     if not token or not hmac.compare_digest(crud.hash_token(token), request.app.state.admin_token_hash):
+        record_failed_auth(request)
         return render(request, "admin_signin.html", {"error": "That is not the admin token."}, 401)
     return _sign_in(RedirectResponse("/admin/experiments", status.HTTP_303_SEE_OTHER), request, token)
 
