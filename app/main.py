@@ -108,7 +108,10 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def handle_domain_error(_request: Request, error: DomainError) -> JSONResponse:
         code = next(code for kind, code in DOMAIN_STATUS.items() if isinstance(error, kind))
-        return JSONResponse({"detail": error.detail, "field": error.field}, status_code=code)
+        body: dict[str, Any] = {"detail": error.detail, "field": error.field}
+        if isinstance(error, Invalid):  # the same body as a schema validation error (schemas.ValidationErrorOut)
+            body["errors"] = [{"field": error.field, "message": error.message, "type": "value_error"}]
+        return JSONResponse(body, status_code=code)
 
     @app.exception_handler(StarletteHTTPException)
     async def handle_http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:

@@ -40,6 +40,26 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+class ErrorOut(BaseModel):
+    """Every error answer. `detail` reads "field: message"; `field` names the input at fault (null when the
+    error concerns no input, e.g. an unknown route)."""
+
+    detail: str
+    field: str | None
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+    type: str
+
+
+class ValidationErrorOut(ErrorOut):
+    """422: the first problem in `detail` and `field`, and up to 20 problems in `errors`."""
+
+    errors: list[FieldError]
+
+
 class ExperimentCreate(StrictModel):
     model_config = ConfigDict(
         json_schema_extra={

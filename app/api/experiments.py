@@ -8,12 +8,13 @@ from fastapi import APIRouter, Query, status
 
 from app import crud, schemas
 from app.api.convert import experiment_live_out, experiment_out
+from app.api.responses import API_ERRORS, errors
 from app.deps import AdminDep, PathId, PrincipalDep, SessionDep, check_experiment_access
 
-router = APIRouter(prefix="/experiments", tags=["experiments"])
+router = APIRouter(prefix="/experiments", tags=["experiments"], responses=errors(*API_ERRORS))
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=schemas.ExperimentOut)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=schemas.ExperimentOut, responses=errors(409))
 def create_experiment(
     body: schemas.ExperimentCreate, session: SessionDep, _admin: AdminDep
 ) -> schemas.ExperimentOut:
@@ -29,14 +30,14 @@ def list_experiments(session: SessionDep, principal: PrincipalDep) -> list[schem
     return [experiment_out(session, experiment, detailed=False) for experiment in experiments]
 
 
-@router.get("/{experiment_id}", response_model=schemas.ExperimentOut)
+@router.get("/{experiment_id}", response_model=schemas.ExperimentOut, responses=errors(404))
 def get_experiment(experiment_id: PathId, session: SessionDep, principal: PrincipalDep) -> schemas.ExperimentOut:
     """Read an experiment with its counts (segments, pairs, labels, raters) and latest metrics."""
     check_experiment_access(session, principal, experiment_id)
     return experiment_out(session, crud.get_experiment(session, experiment_id=experiment_id), detailed=True)
 
 
-@router.patch("/{experiment_id}", response_model=schemas.ExperimentOut)
+@router.patch("/{experiment_id}", response_model=schemas.ExperimentOut, responses=errors(404))
 def update_experiment(
     experiment_id: PathId, body: schemas.ExperimentUpdate, session: SessionDep, _admin: AdminDep
 ) -> schemas.ExperimentOut:
@@ -47,13 +48,13 @@ def update_experiment(
     return experiment_out(session, experiment, detailed=True)
 
 
-@router.get("/{experiment_id}/live", response_model=schemas.ExperimentLive)
+@router.get("/{experiment_id}/live", response_model=schemas.ExperimentLive, responses=errors(404))
 def get_experiment_live(experiment_id: PathId, session: SessionDep, _admin: AdminDep) -> schemas.ExperimentLive:
     """Counts, per-rater agreement and the plotted metric series: what the experiment page shows (admin)."""
     return experiment_live_out(session, experiment_id)
 
 
-@router.post("/{experiment_id}/metrics", status_code=status.HTTP_204_NO_CONTENT)
+@router.post("/{experiment_id}/metrics", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404))
 def record_metrics(
     experiment_id: PathId, body: schemas.MetricsRecord, session: SessionDep, _admin: AdminDep
 ) -> None:
@@ -61,7 +62,9 @@ def record_metrics(
     crud.record_metrics(session, experiment_id=experiment_id, step=body.step, values=body.values)
 
 
-@router.get("/{experiment_id}/metrics", response_model=dict[str, list[schemas.MetricValue]])
+@router.get(
+    "/{experiment_id}/metrics", response_model=dict[str, list[schemas.MetricValue]], responses=errors(404)
+)
 def get_metrics(
     experiment_id: PathId,
     session: SessionDep,

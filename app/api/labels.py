@@ -17,11 +17,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app import crud, schemas
 from app.api.convert import label_out, lease_out
+from app.api.responses import API_ERRORS, errors
 from app.deps import AdminDep, PathId, RaterDep, SessionDep, SettingsDep, check_experiment_access
 from app.errors import Invalid
 from app.vocabulary import Choice
 
-router = APIRouter(tags=["labels"])
+router = APIRouter(tags=["labels"], responses=errors(*API_ERRORS))
 
 
 # `async def` on purpose: see lease_pair in app/api/pairs.py.
@@ -29,7 +30,7 @@ router = APIRouter(tags=["labels"])
     "/labels",
     status_code=status.HTTP_201_CREATED,
     response_model=schemas.LabelOut,
-    responses={409: {"description": "No lease on the pair, already labeled, or idempotency key reused."}},
+    responses=errors(404, 409),
 )
 async def submit_label(body: schemas.LabelCreate, session: SessionDep, rater: RaterDep) -> schemas.LabelOut:
     """Store the calling rater's choice for a leased pair; the same idempotency key answers the same label."""
@@ -45,7 +46,7 @@ async def submit_label(body: schemas.LabelCreate, session: SessionDep, rater: Ra
     return label_out(label)
 
 
-@router.post("/experiments/{experiment_id}/labels/undo", response_model=schemas.UndoOut)
+@router.post("/experiments/{experiment_id}/labels/undo", response_model=schemas.UndoOut, responses=errors(404))
 def undo_label(
     experiment_id: PathId, session: SessionDep, settings: SettingsDep, rater: RaterDep
 ) -> schemas.UndoOut:
@@ -80,7 +81,7 @@ def _stream_records(factory: sessionmaker[Session], experiment_id: int, export_f
 @router.get(
     "/experiments/{experiment_id}/labels/export",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}},
+    responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}, **errors(404)},
 )
 def export_labels(
     experiment_id: PathId,
@@ -143,6 +144,7 @@ def parse_jsonl(text: str) -> list[crud.ImportedLabel]:
 @router.post(
     "/experiments/{experiment_id}/labels/import",
     response_model=schemas.ImportResult,
+    responses=errors(404, 409),
     openapi_extra={
         "requestBody": {
             "required": True,

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 
 from app import crud, schemas, stats
 from app.api.convert import lease_out, pair_out
+from app.api.responses import API_ERRORS, errors
 from app.deps import (
     AdminDep,
     BeaconRaterDep,
@@ -19,13 +20,14 @@ from app.deps import (
     check_experiment_access,
 )
 
-router = APIRouter(tags=["pairs"])
+router = APIRouter(tags=["pairs"], responses=errors(*API_ERRORS))
 
 
 @router.post(
     "/experiments/{experiment_id}/pairs",
     status_code=status.HTTP_201_CREATED,
     response_model=schemas.PairsCreated,
+    responses=errors(404),
 )
 def queue_pairs(
     experiment_id: PathId, body: schemas.PairsCreate, session: SessionDep, _admin: AdminDep
@@ -34,7 +36,7 @@ def queue_pairs(
     return schemas.PairsCreated(pair_ids=crud.add_pairs(session, experiment_id=experiment_id, pairs=body.pairs))
 
 
-@router.get("/pairs/{pair_id}", response_model=schemas.PairOut)
+@router.get("/pairs/{pair_id}", response_model=schemas.PairOut, responses=errors(404))
 def get_pair(pair_id: PathId, session: SessionDep, principal: PrincipalDep) -> schemas.PairOut:
     """Read a pair: its segments, status and label count."""
     pair = crud.get_pair(session, pair_id=pair_id)
@@ -49,7 +51,7 @@ def get_pair(pair_id: PathId, session: SessionDep, principal: PrincipalDep) -> s
 @router.post(
     "/experiments/{experiment_id}/leases",
     response_model=schemas.LeaseOut,
-    responses={204: {"description": "No pair is waiting for this rater; poll again later."}},
+    responses={204: {"description": "No pair is waiting for this rater; poll again later."}, **errors(404)},
 )
 async def lease_pair(
     experiment_id: PathId,
@@ -79,7 +81,9 @@ async def lease_pair(
     return lease_out(info)
 
 
-@router.get("/experiments/{experiment_id}/pairs/waiting", response_model=schemas.PairsWaiting)
+@router.get(
+    "/experiments/{experiment_id}/pairs/waiting", response_model=schemas.PairsWaiting, responses=errors(404)
+)
 def count_pairs_waiting(experiment_id: PathId, session: SessionDep, rater: RaterDep) -> schemas.PairsWaiting:
     """How many pending pairs the calling rater has not labeled yet (those the rater holds included)."""
     check_experiment_access(session, rater, experiment_id)
@@ -87,14 +91,14 @@ def count_pairs_waiting(experiment_id: PathId, session: SessionDep, rater: Rater
     return schemas.PairsWaiting(pairs_waiting=stats.pairs_waiting(session, experiment_id, rater.rater_id))
 
 
-@router.delete("/leases/{lease_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/leases/{lease_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404))
 def release_lease(lease_id: PathId, session: SessionDep, rater: RaterDep) -> None:
     """Give a leased pair back to the pool before its lease expires."""
     assert rater.rater_id is not None
     crud.release_lease(session, lease_id=lease_id, rater_id=rater.rater_id)
 
 
-@router.post("/leases/{lease_id}/release", status_code=status.HTTP_204_NO_CONTENT)
+@router.post("/leases/{lease_id}/release", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404))
 def release_lease_by_beacon(lease_id: PathId, session: SessionDep, rater: BeaconRaterDep) -> None:
     """As DELETE /leases/{lease_id}, for a page leaving (`navigator.sendBeacon` on pagehide), which can send
     no headers: with the session cookie the CSRF token comes as the form field `csrf_token`."""

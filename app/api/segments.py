@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from app import crud, schemas
 from app.api.convert import segment_out, segment_view
+from app.api.responses import API_ERRORS, errors
 from app.deps import (
     AdminDep,
     PathId,
@@ -26,13 +27,14 @@ from app.deps import (
 from app.errors import Invalid
 from app.settings import Settings
 
-router = APIRouter(tags=["segments"])
+router = APIRouter(tags=["segments"], responses=errors(*API_ERRORS))
 
 
 @router.post(
     "/experiments/{experiment_id}/segments",
     status_code=status.HTTP_201_CREATED,
     response_model=schemas.SegmentsCreated,
+    responses=errors(404),
 )
 def queue_segments(
     experiment_id: PathId, body: schemas.SegmentsCreate, session: SessionDep, _admin: AdminDep
@@ -42,7 +44,7 @@ def queue_segments(
     return schemas.SegmentsCreated(segment_ids=segment_ids, render_job_ids=job_ids)
 
 
-@router.get("/segments/{segment_id}", response_model=schemas.SegmentOut | schemas.SegmentView)
+@router.get("/segments/{segment_id}", response_model=schemas.SegmentOut | schemas.SegmentView, responses=errors(404))
 def get_segment(
     segment_id: PathId,
     session: SessionDep,
@@ -61,6 +63,7 @@ def get_segment(
     "/segments/{segment_id}/frames",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=schemas.JobOut,
+    responses=errors(404),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -108,7 +111,15 @@ def _clip_file(
     return path
 
 
-@router.get("/segments/{segment_id}/clip", response_class=FileResponse)
+@router.get(
+    "/segments/{segment_id}/clip",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"video/mp4": {}}},
+        206: {"description": "The byte range asked for (Range header).", "content": {"video/mp4": {}}},
+        **errors(404),
+    },
+)
 def get_clip(
     segment_id: PathId, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
 ) -> FileResponse:
@@ -120,7 +131,7 @@ def get_clip(
     )
 
 
-@router.get("/segments/{segment_id}/poster", response_class=FileResponse)
+@router.get("/segments/{segment_id}/poster", response_class=FileResponse, responses=errors(404))
 def get_poster(
     segment_id: PathId, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
 ) -> FileResponse:
