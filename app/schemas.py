@@ -35,9 +35,10 @@ ResponseTimeMs = Annotated[int, Field(ge=0, le=24 * 3600 * 1000)]
 
 
 class StrictModel(BaseModel):
-    """Unknown fields are errors (a typo should not be silently dropped); NaN/inf are rejected."""
+    """A request body: unknown fields are errors (a typo should not be silently dropped), NaN/inf are rejected,
+    and values are not coerced (false is no 0, "5" no 5)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class ErrorOut(BaseModel):

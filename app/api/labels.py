@@ -138,6 +138,8 @@ def parse_jsonl(text: str) -> list[crud.ImportedLabel]:
                 f"line {number}.{location}" if location else f"line {number}", first["msg"]
             ) from error
         records.append(crud.ImportedLabel(line=number, **item.model_dump()))
+    if not records:
+        raise Invalid("body", "no labels: send one JSON object a line")
     return records
 
 

@@ -95,3 +95,20 @@ def test_null_for_a_field_that_always_has_a_value_is_422(client: TestClient, wor
     client.patch(experiment, json={"label_budget": 10})
     response = client.patch(experiment, json={"label_budget": None})  # null clears a budget
     assert response.status_code == 200 and response.json()["label_budget"] is None
+
+
+def test_values_of_the_wrong_type_are_not_coerced(client: TestClient, world: World) -> None:
+    # Found by the fuzzer: false was stored as 0 and "5" would have been 5.
+    experiment = f"/api/v1/experiments/{world.experiment_id}"
+    _refused(client.post(f"{experiment}/metrics", json={"step": False, "values": {"a/b": 1.0}}), "step")
+    _refused(client.patch(experiment, json={"timestep_budget": False}), "timestep_budget")
+    _refused(client.patch(experiment, json={"label_budget": "5"}), "label_budget")
+    segment = {"obs": [[0.0] * 4], "actions": [0], "ended": [1]}
+    _refused(client.post(f"{experiment}/segments", json={"segments": [segment]}), "segments[0].ended[0]")
+    assert client.get(f"{experiment}/metrics").json() == {}
+    assert client.get(experiment).json()["timestep_budget"] is None
+
+
+def test_an_empty_import_is_422(client: TestClient, world: World) -> None:
+    for body in (b"", b"\n \n"):
+        _refused(client.post(f"/api/v1/experiments/{world.experiment_id}/labels/import", content=body), "body")
