@@ -27,4 +27,5 @@ USER rlhf
 ENV RLHF_DATA_DIR=/data
 
 EXPOSE 8000
-CMD ["uvicorn", "--factory", "app.main:create_app_from_env", "--host", "0.0.0.0", "--port", "8000"]
+# Forwarded headers are trusted by the app from RLHF_FORWARDED_ALLOW_IPS only (default none), not by uvicorn.
+CMD ["uvicorn", "--factory", "app.main:create_app_from_env", "--host", "0.0.0.0", "--port", "8000", "--no-proxy-headers"]

@@ -207,9 +207,12 @@ class RlhfClient:
     def get_pair(self, pair_id: int) -> dict[str, Any]:
         return self._json("GET", f"/pairs/{pair_id}")
 
-    def lease_pair(self, experiment_id: int) -> dict[str, Any] | None:
-        """Lease the next pair (rater token); None when nothing is waiting."""
-        response = self._request("POST", f"/api/v1/experiments/{experiment_id}/leases")
+    def lease_pair(self, experiment_id: int, exclude: Sequence[int] = ()) -> dict[str, Any] | None:
+        """The next pair (rater token): one held already and not in `exclude`, else a new lease; None when
+        nothing is waiting (or the rater holds as many pairs as allowed)."""
+        response = self._request(
+            "POST", f"/api/v1/experiments/{experiment_id}/leases", params={"exclude": list(exclude)}
+        )
         return None if response.status_code == 204 else response.json()
 
     def release_lease(self, lease_id: int) -> None:

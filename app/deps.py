@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import math
 import random
 import threading
 import time
@@ -10,12 +11,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, Form, HTTPException, Path, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import crud
+from app.ratelimit import FailedAuthLimiter
+from app.schemas import INT32_MAX
 from app.settings import Settings
 
 bearer_scheme = HTTPBearer(auto_error=False, description="The admin token or a rater's invite token.")
@@ -44,6 +47,10 @@ class TtlCache:
         if entry is None or entry[1] < time.monotonic():
             return None
         return entry[0]
+
+    def forget(self, key: object) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
 
     def put(self, key: object, value: object) -> None:
         # A random share of the TTL: raters who signed in together do not all miss the cache together later.
@@ -75,6 +82,8 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
             session.close()
 
 
+# An id in a path. Out of range (or not a number) it names nothing stored: app.main answers 404 for it.
+PathId = Annotated[int, Path(ge=1, le=INT32_MAX)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
@@ -102,26 +111,76 @@ def check_csrf(request: Request, submitted: str | None, field: str = CSRF_HEADER
 
 async def get_principal(request: Request, session: SessionDep, credentials: CredentialsDep) -> Principal:
     """Admin or rater from the bearer token, or from the session cookie (plus the CSRF header on writes)."""
+    return authenticate(request, session, credentials, request.headers.get(CSRF_HEADER), CSRF_HEADER)
+
+
+async def get_beacon_principal(
+    request: Request,
+    session: SessionDep,
+    credentials: CredentialsDep,
+    csrf_token: Annotated[
+        str | None, Form(description=f"With the session cookie: the CSRF token, when not in {CSRF_HEADER}.")
+    ] = None,
+) -> Principal:
+    """As get_principal, for routes a page calls with `navigator.sendBeacon`, which sends the cookies but no
+    headers: the CSRF token may come as the form field `csrf_token` instead."""
+    if request.headers.get(CSRF_HEADER):
+        return await get_principal(request, session, credentials)
+    return authenticate(request, session, credentials, csrf_token, "csrf_token")
+
+
+def authenticate(
+    request: Request,
+    session: Session,
+    credentials: HTTPAuthorizationCredentials | None,
+    csrf_token: str | None,
+    csrf_field: str,
+) -> Principal:
+    """The caller of a request carrying a bearer token, or the session cookie and, on writes, `csrf_token`."""
     if credentials is not None:
         token = credentials.credentials
     else:
         token = request.cookies.get(TOKEN_COOKIE, "")
         if token and request.method not in SAFE_METHODS:
-            check_csrf(request, request.headers.get(CSRF_HEADER))
+            check_csrf(request, csrf_token, csrf_field)
     if not token:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "authorization: bearer token required",
             {"WWW-Authenticate": "Bearer"},
         )
+    refuse_if_guessing(request)
     principal = principal_for_token(request, session, token)
     if principal is None:
+        record_failed_auth(request)
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "authorization: unknown or revoked token",
             {"WWW-Authenticate": "Bearer"},
         )
     return principal
+
+
+def refuse_if_guessing(request: Request) -> None:
+    """429 with Retry-After while the client's address is past its budget of failed authentications."""
+    limiter: FailedAuthLimiter = request.app.state.auth_limiter
+    wait = limiter.retry_after(_client_address(request))
+    if wait is not None:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            "authorization: too many failed attempts from this address, try again later",
+            {"Retry-After": str(math.ceil(wait))},
+        )
+
+
+def record_failed_auth(request: Request) -> None:
+    """Count an unknown token, invite link or admin token against the client's address."""
+    request.app.state.auth_limiter.record_failure(_client_address(request))
+
+
+def _client_address(request: Request) -> str:
+    # Behind a trusted proxy this is the forwarded client address (RLHF_FORWARDED_ALLOW_IPS).
+    return request.client.host if request.client else ""
 
 
 def principal_for_token(request: Request, session: Session, token: str) -> Principal | None:
@@ -162,8 +221,13 @@ async def require_rater(principal: PrincipalDep) -> Principal:
     return principal
 
 
+async def require_beacon_rater(principal: Annotated[Principal, Depends(get_beacon_principal)]) -> Principal:
+    return await require_rater(principal)
+
+
 AdminDep = Annotated[Principal, Depends(require_admin)]
 RaterDep = Annotated[Principal, Depends(require_rater)]
+BeaconRaterDep = Annotated[Principal, Depends(require_beacon_rater)]
 
 
 def check_experiment_access(

@@ -15,7 +15,9 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app import crud, pages
 from app.api import experiments, health, labels, pairs, raters, segments
@@ -23,6 +25,7 @@ from app.api.convert import API_PREFIX
 from app.db import make_engine, make_session_factory
 from app.deps import TtlCache
 from app.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
+from app.ratelimit import FailedAuthLimiter
 from app.settings import Settings
 
 logger = logging.getLogger("rlhf.app")
@@ -105,13 +108,30 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def handle_domain_error(_request: Request, error: DomainError) -> JSONResponse:
         code = next(code for kind, code in DOMAIN_STATUS.items() if isinstance(error, kind))
-        return JSONResponse({"detail": error.detail, "field": error.field}, status_code=code)
+        body: dict[str, Any] = {"detail": error.detail, "field": error.field}
+        if isinstance(error, Invalid):  # the same body as a schema validation error (schemas.ValidationErrorOut)
+            body["errors"] = [{"field": error.field, "message": error.message, "type": "value_error"}]
+        return JSONResponse(body, status_code=code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def handle_http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        # The service raises them with "field: message" details; Starlette's own ("Not Found") name no field.
+        detail = str(error.detail)
+        field = detail.split(": ", 1)[0] if ": " in detail else None
+        return JSONResponse({"detail": detail, "field": field}, status_code=error.status_code, headers=error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def handle_validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
         problems = error.errors()
         first = problems[0] if problems else {"loc": ("body",), "msg": "invalid request"}
         field = _location(first["loc"])
+        if tuple(first["loc"][:1]) == ("path",):
+            # A path id out of range or not a number (app.deps.PathId) names nothing stored.
+            noun = field.removesuffix("_id")
+            return JSONResponse(
+                {"detail": f"{field}: no {noun} {first.get('input')}", "field": field},
+                status_code=status.HTTP_404_NOT_FOUND,
+            )
         if first.get("type") == "json_invalid":
             field = "body"
         errors = [
@@ -181,8 +201,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.admin_token_hash = admin_hash
     app.state.generated_admin_token = generated
     app.state.auth_cache = TtlCache()
+    app.state.auth_limiter = FailedAuthLimiter(settings.auth_failures_per_minute)
     add_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.forwarded_allow_ips:
+        # The request's scheme (Secure cookies) and client address (rate limits) as the trusted proxy saw them.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
     app.include_router(health.router)
     # Routes match in the order included: the raters' lease and label routes go first (fewer misses per call).
     for module in (pairs, labels, experiments, segments, raters):

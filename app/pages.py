@@ -22,11 +22,14 @@ from app.api.convert import experiment_live_out
 from app.deps import (
     CSRF_COOKIE,
     TOKEN_COOKIE,
+    PathId,
     Principal,
     SessionDep,
     check_csrf,
     check_experiment_access,
     principal_for_token,
+    record_failed_auth,
+    refuse_if_guessing,
 )
 from app.errors import NotFound
 from app.models import Rater
@@ -120,8 +123,10 @@ def get_home(request: Request, session: SessionDep) -> Response:
 @router.get("/invite/{token}")
 def get_invite(token: str, request: Request, session: SessionDep) -> Response:
     """Show who the invite link signs in and a button that signs in (a POST, so it is CSRF-checked)."""
+    refuse_if_guessing(request)
     rater = crud.rater_for_token(session, token=token)
     if rater is None:
+        record_failed_auth(request)
         return _signin_error(request, UNKNOWN_INVITE, 404)
     experiments = crud.list_experiments(session, rater_id=rater.id)
     return render(request, "signin.html", {"rater": rater, "experiments": experiments, "token": token, "error": None})
@@ -133,8 +138,10 @@ def sign_in_rater(
 ) -> Response:
     """Keep the invite token in an HttpOnly cookie and go to the labeling page."""
     check_csrf(request, csrf_token, field="csrf_token")
+    refuse_if_guessing(request)
     rater = crud.rater_for_token(session, token=token)
     if rater is None:
+        record_failed_auth(request)
         return _signin_error(request, UNKNOWN_INVITE, 404)
     return _sign_in(RedirectResponse("/label", status.HTTP_303_SEE_OTHER), request, token)
 
@@ -165,7 +172,7 @@ def list_rater_experiments(request: Request, session: SessionDep) -> Response:
 
 
 @router.get("/label/{experiment_id}")
-def get_label_page(experiment_id: int, request: Request, session: SessionDep) -> Response:
+def get_label_page(experiment_id: PathId, request: Request, session: SessionDep) -> Response:
     """The labeling page: instructions, two synced clips, choice buttons and keyboard shortcuts."""
     principal = cookie_principal(request, session)
     if principal is None or principal.rater_id is None:
@@ -210,7 +217,9 @@ def sign_in_admin(
 ) -> Response:
     """Check the admin token and keep it in the session cookie."""
     check_csrf(request, csrf_token, field="csrf_token")
+    refuse_if_guessing(request)
     if not token or not hmac.compare_digest(crud.hash_token(token), request.app.state.admin_token_hash):
+        record_failed_auth(request)
         return render(request, "admin_signin.html", {"error": "That is not the admin token."}, 401)
     return _sign_in(RedirectResponse("/admin/experiments", status.HTTP_303_SEE_OTHER), request, token)
 
@@ -224,7 +233,7 @@ def list_admin_experiments(request: Request, session: SessionDep) -> Response:
 
 
 @router.get("/admin/experiments/{experiment_id}")
-def get_experiment_page(experiment_id: int, request: Request, session: SessionDep) -> Response:
+def get_experiment_page(experiment_id: PathId, request: Request, session: SessionDep) -> Response:
     """Status, labels per rater, agreement, response times and live plots of one experiment."""
     if not _is_admin(request, session):
         return RedirectResponse("/admin", status.HTTP_303_SEE_OTHER)

@@ -6,22 +6,59 @@ experiment's declared spaces. Every float field rejects NaN and infinity.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from app.vocabulary import Choice, ClipStatus, ExperimentStatus, JobStatus, PairStatus, RaterKind, TeacherMode
 
 DType = Literal["float32", "float64", "int64", "int32", "uint8"]
 
-Name = Field(min_length=1, max_length=200)
+# Bounds of the columns values are stored in, so that out-of-range input is a 422 naming the field and not a
+# driver error: PostgreSQL's INTEGER (ids, most counts) and BIGINT (steps, seeds); SQLite's are all 64-bit.
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+Id = Annotated[int, Field(ge=1, le=INT32_MAX)]
+Count = Annotated[int, Field(ge=0, le=INT32_MAX)]
+Step = Annotated[int, Field(ge=0, le=INT64_MAX)]
+Size = Annotated[int, Field(ge=1, le=INT32_MAX)]  # a dimension of a space, a number of actions
+# PostgreSQL text cannot hold the NUL character; every stored string refuses it.
+NO_NUL = r"^[^\x00]*$"
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
+Key = Name  # idempotency keys, metric keys: the String(200) columns
+LongText = Annotated[str, StringConstraints(max_length=10_000, pattern=NO_NUL)]
+# A day: longer has no use, and far larger values overflow the worker's date arithmetic.
+Seconds = Annotated[float, Field(gt=0, le=24 * 3600)]
+ResponseTimeMs = Annotated[int, Field(ge=0, le=24 * 3600 * 1000)]
 
 
 class StrictModel(BaseModel):
-    """Unknown fields are errors (a typo should not be silently dropped); NaN/inf are rejected."""
+    """A request body: unknown fields are errors (a typo should not be silently dropped), NaN/inf are rejected,
+    and values are not coerced (false is no 0, "5" no 5)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+
+
+class ErrorOut(BaseModel):
+    """Every error answer. `detail` reads "field: message"; `field` names the input at fault (null when the
+    error concerns no input, e.g. an unknown route)."""
+
+    detail: str
+    field: str | None
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+    type: str
+
+
+class ValidationErrorOut(ErrorOut):
+    """422: the first problem in `detail` and `field`, and up to 20 problems in `errors`."""
+
+    errors: list[FieldError]
 
 
 class ExperimentCreate(StrictModel):
@@ -45,22 +82,47 @@ class ExperimentCreate(StrictModel):
         }
     )
 
-    name: str = Field(min_length=1, max_length=200)
-    env_id: str = Field(min_length=1, max_length=200)
+    name: Name
+    env_id: Name
     teacher_mode: TeacherMode = "human"
-    instructions: str = Field(default="", max_length=10_000)
+    instructions: LongText = ""
     labels_per_pair: int = Field(default=1, ge=1, le=100)
-    label_budget: int | None = Field(default=None, ge=0)
-    timestep_budget: int | None = Field(default=None, ge=0)
-    human_timeout_seconds: float | None = Field(default=None, gt=0)
-    obs_shape: list[int] = Field(min_length=1, max_length=4, description="Shape of one observation.")
+    label_budget: Count | None = None
+    timestep_budget: Step | None = None
+    human_timeout_seconds: Seconds | None = None
+    obs_shape: list[Size] = Field(min_length=1, max_length=4, description="Shape of one observation.")
     obs_dtype: Literal["float32", "float64", "uint8"] = "float32"
-    action_shape: list[int] = Field(
-        default_factory=list, max_length=4, description="[] for discrete actions."
-    )
+    action_shape: list[Size] = Field(default_factory=list, max_length=4, description="[] for discrete actions.")
     action_dtype: Literal["int64", "float32"] = "int64"
-    num_actions: int | None = Field(default=None, ge=1, description="Discrete spaces: actions lie in [0, n).")
+    num_actions: Size | None = Field(default=None, description="Discrete spaces: actions lie in [0, n).")
     config: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("config")
+    @classmethod
+    def _finite_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        # JSON parsing accepts a bare NaN; the config is stored as JSON, where PostgreSQL refuses it.
+        if not _all_finite(config):
+            raise ValueError("must not contain NaN or infinity")
+        return config
+
+
+def _all_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_all_finite(item) for item in value.values())
+    if isinstance(value, list):
+        return all(_all_finite(item) for item in value)
+    return True
+
+
+# The default of an update field that takes no null: None only stands for "not sent" (read the fields with
+# `model_dump(exclude_unset=True)`), so the schema shows no default.
+def _drop_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+NOT_SENT: Any = Field(default=None, json_schema_extra=_drop_default)
 
 
 class ExperimentUpdate(StrictModel):
@@ -70,12 +132,13 @@ class ExperimentUpdate(StrictModel):
         }
     )
 
-    teacher_mode: TeacherMode | None = None
-    instructions: str | None = Field(default=None, max_length=10_000)
-    status: ExperimentStatus | None = None
-    label_budget: int | None = Field(default=None, ge=0)
-    timestep_budget: int | None = Field(default=None, ge=0)
-    human_timeout_seconds: float | None = Field(default=None, gt=0)
+    # Only the fields sent change; null clears a budget or the timeout, and is refused for the rest.
+    teacher_mode: TeacherMode = NOT_SENT
+    instructions: LongText = NOT_SENT
+    status: ExperimentStatus = NOT_SENT
+    label_budget: Count | None = None
+    timestep_budget: Step | None = None
+    human_timeout_seconds: Seconds | None = None
 
 
 class ExperimentCounts(BaseModel):
@@ -117,12 +180,12 @@ class ExperimentOut(BaseModel):
 class RenderSpec(StrictModel):
     """Replay recipe for the worker: env.reset(seed=seed), then `actions`; frames kept from `first_frame`."""
 
-    env_id: str | None = Field(default=None, description="Defaults to the experiment's env_id.")
-    seed: int = Field(ge=0, le=2**63 - 1)
+    env_id: Name | None = Field(default=None, description="Defaults to the experiment's env_id.")
+    seed: Step
     actions: list[Any] | None = Field(
         default=None, description="Actions from the reset on; defaults to the segment's own actions."
     )
-    first_frame: int = Field(default=0, ge=0)
+    first_frame: Count = 0
     fps: int = Field(default=30, ge=1, le=120)
 
 
@@ -135,9 +198,9 @@ class SegmentIn(StrictModel):
     ended: list[bool] | None = Field(
         default=None, description="Absorbing-state padding; all False if omitted."
     )
-    env_id: str | None = Field(default=None, max_length=200)
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
-    policy_step: int | None = Field(default=None, ge=0)
+    env_id: Name | None = None
+    seed: Step | None = None
+    policy_step: Step | None = None
     render: RenderSpec | None = Field(default=None, description="Queue a clip rendered by the worker.")
 
 
@@ -173,18 +236,26 @@ class ClipOut(BaseModel):
     size_bytes: int
 
 
-class SegmentOut(BaseModel):
+class SegmentView(BaseModel):
+    """A segment as a rater sees it: its clip, and nothing the synthetic teacher answers from (no rewards or
+    return, no seed to replay it, no training step that tells the newer policy)."""
+
     id: int
     experiment_id: int
     length: int
-    env_id: str
-    seed: int | None
-    policy_step: int | None
-    true_return: float | None
     clip_status: ClipStatus
     clip: ClipOut | None = None
     clip_url: str
     poster_url: str
+
+
+class SegmentOut(SegmentView):
+    """A segment as the admin sees it: where it came from, its true return and, on request, its arrays."""
+
+    env_id: str
+    seed: int | None
+    policy_step: int | None
+    true_return: float | None
     created_at: datetime
     obs: list[Any] | None = None
     actions: list[Any] | None = None
@@ -198,8 +269,8 @@ class SegmentsCreated(BaseModel):
 
 
 class PairIn(StrictModel):
-    left_segment_id: int = Field(ge=1)
-    right_segment_id: int = Field(ge=1)
+    left_segment_id: Id
+    right_segment_id: Id
     priority: float = 0.0
     acquisition_score: float | None = None
     labels_wanted: int | None = Field(default=None, ge=1, le=100, description="Default: the experiment's.")
@@ -271,10 +342,10 @@ class LabelCreate(StrictModel):
         }
     )
 
-    pair_id: int = Field(ge=1)
+    pair_id: Id
     choice: Choice
-    response_time_ms: int | None = Field(default=None, ge=0, le=24 * 3600 * 1000)
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    response_time_ms: ResponseTimeMs | None = None
+    idempotency_key: Key | None = None
 
 
 class LabelOut(BaseModel):
@@ -298,8 +369,8 @@ class UndoOut(BaseModel):
 class InviteCreate(StrictModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"name": "alice", "experiment_ids": [1]}]})
 
-    name: str = Field(min_length=1, max_length=200)
-    experiment_ids: list[int] = Field(default_factory=list, max_length=1000)
+    name: Name
+    experiment_ids: list[Id] = Field(default_factory=list, max_length=1000)
     kind: RaterKind = "human"
 
 
@@ -328,8 +399,8 @@ class MetricsRecord(StrictModel):
         }
     )
 
-    step: int = Field(ge=0)
-    values: dict[str, float] = Field(min_length=1, max_length=1000)
+    step: Step
+    values: dict[Key, float] = Field(min_length=1, max_length=1000)
 
 
 class ImportResult(BaseModel):

@@ -7,6 +7,9 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# 16 random URL-safe characters are 96 bits; generated tokens have 43.
+MIN_ADMIN_TOKEN_LENGTH = 16
+
 
 class Settings(BaseSettings):
     """Where the data lives, who may change it and how much a request may carry."""
@@ -22,16 +25,43 @@ class Settings(BaseSettings):
         default=None,
         description="Admin bearer token; generated, stored hashed and printed at first start if unset.",
     )
+    auth_failures_per_minute: int = Field(
+        default=30, ge=1, description="Failed sign-ins per client address a minute; beyond, the address gets 429."
+    )
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0, description="Larger request bodies get 413.")
     lease_seconds: float = Field(default=120.0, gt=0, description="How long a rater holds a leased pair.")
+    max_leases_per_rater: int = Field(
+        default=3,
+        ge=1,
+        description="Pairs one rater may hold at once in an experiment (the labeling page shows one, loads two).",
+    )
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
     db_pool_size: int = Field(default=20, ge=1, description="Connections kept open per process.")
     public_url: str = Field(
         default="", description="Base URL put in invite links; relative links when empty."
     )
+    forwarded_allow_ips: str = Field(
+        default="",
+        description=(
+            "Proxies trusted for X-Forwarded-Proto and X-Forwarded-For, as comma-separated addresses or networks "
+            "(172.16.0.0/12), or *; none when empty. Behind a TLS proxy the cookies are Secure only with it."
+        ),
+    )
     auto_migrate_sqlite: bool = Field(
         default=True, description="Upgrade an embedded SQLite database at start."
     )
+
+    @field_validator("admin_token")
+    @classmethod
+    def _check_admin_token(cls, token: SecretStr | None) -> SecretStr | None:
+        length = len(token.get_secret_value()) if token is not None else 0
+        if 0 < length < MIN_ADMIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"RLHF_ADMIN_TOKEN has {length} characters; at least {MIN_ADMIN_TOKEN_LENGTH} are required, since a "
+                "short token can be guessed. Generate one with: "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return token
 
     @field_validator("database_url")
     @classmethod

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from app.live_server import ServerProcess
 
-TOKEN = "bench-token"
+TOKEN = "bench-admin-token"
 
 
 def timed(command: list[str], env: dict[str, str]) -> float:

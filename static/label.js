@@ -192,7 +192,10 @@ async function fillQueue() {
   let leased = false;
   try {
     while (state.upcoming.length < PAIRS_AHEAD) {
-      const lease = await api("POST", `${experimentPath}/leases`);
+      // Asked again, the server returns the pairs this rater holds first: name those the page has already.
+      const shown = [state.current, state.previous, ...state.upcoming].filter(Boolean);
+      const exclude = new URLSearchParams(shown.map((pair) => ["exclude", pair.lease.pair_id]));
+      const lease = await api("POST", `${experimentPath}/leases?${exclude}`);
       if (!lease) {
         exhausted = true;
         break;

@@ -131,3 +131,9 @@ def test_dockerfile_installs_cpu_torch_before_the_project(services: dict[str, An
 def test_dockerignore_leaves_out_local_state() -> None:
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".venv", "runs", "rlhf-data", "test-output", "bench/.venvs", ".git"} <= ignored
+
+
+def test_forwarded_headers_are_trusted_from_the_setting_only(services: dict[str, Any]) -> None:
+    assert "RLHF_FORWARDED_ALLOW_IPS" in environment(services["web"])
+    assert "--no-proxy-headers" in command_text(services["web"])  # not uvicorn's own default (127.0.0.1)
+    assert "--no-proxy-headers" in (ROOT / "Dockerfile").read_text()

@@ -43,23 +43,27 @@ def experiment_out(session: Session, experiment: Experiment, detailed: bool) -> 
     return out
 
 
-def segment_out(segment: Segment, include_arrays: bool) -> schemas.SegmentOut:
-    out = schemas.SegmentOut(
+def segment_view(segment: Segment) -> schemas.SegmentView:
+    return schemas.SegmentView(
         id=segment.id,
         experiment_id=segment.experiment_id,
         length=segment.length,
+        clip_status=segment.clip_status,
+        clip=None if segment.clip is None else schemas.ClipOut.model_validate(segment.clip, from_attributes=True),
+        clip_url=clip_url(segment.id),
+        poster_url=poster_url(segment.id),
+    )
+
+
+def segment_out(segment: Segment, include_arrays: bool) -> schemas.SegmentOut:
+    out = schemas.SegmentOut(
+        **segment_view(segment).model_dump(),
         env_id=segment.env_id,
         seed=segment.seed,
         policy_step=segment.policy_step,
         true_return=segment.true_return,
-        clip_status=segment.clip_status,
-        clip=None,
-        clip_url=clip_url(segment.id),
-        poster_url=poster_url(segment.id),
         created_at=crud.as_utc(segment.created_at),
     )
-    if segment.clip is not None:
-        out.clip = schemas.ClipOut.model_validate(segment.clip, from_attributes=True)
     if include_arrays:
         arrays = crud.segment_arrays(segment)
         out.obs = arrays.obs.tolist()

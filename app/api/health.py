@@ -6,12 +6,13 @@ from fastapi import APIRouter, HTTPException, status
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import db, schemas
+from app.api.responses import errors
 from app.deps import SessionDep
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=schemas.Health)
+@router.get("/healthz", response_model=schemas.Health, responses=errors(503))
 def get_health(session: SessionDep) -> schemas.Health:
     """Answer ok when the database answers a ping; 503 otherwise."""
     try:

@@ -12,16 +12,17 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, ValidationError, model_validator
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import crud, schemas
 from app.api.convert import label_out, lease_out
-from app.deps import AdminDep, RaterDep, SessionDep, SettingsDep, check_experiment_access
+from app.api.responses import API_ERRORS, errors
+from app.deps import AdminDep, PathId, RaterDep, SessionDep, SettingsDep, check_experiment_access
 from app.errors import Invalid
 from app.vocabulary import Choice
 
-router = APIRouter(tags=["labels"])
+router = APIRouter(tags=["labels"], responses=errors(*API_ERRORS))
 
 
 # `async def` on purpose: see lease_pair in app/api/pairs.py.
@@ -29,7 +30,7 @@ router = APIRouter(tags=["labels"])
     "/labels",
     status_code=status.HTTP_201_CREATED,
     response_model=schemas.LabelOut,
-    responses={409: {"description": "No lease on the pair, already labeled, or idempotency key reused."}},
+    responses=errors(404, 409),
 )
 async def submit_label(body: schemas.LabelCreate, session: SessionDep, rater: RaterDep) -> schemas.LabelOut:
     """Store the calling rater's choice for a leased pair; the same idempotency key answers the same label."""
@@ -45,9 +46,9 @@ async def submit_label(body: schemas.LabelCreate, session: SessionDep, rater: Ra
     return label_out(label)
 
 
-@router.post("/experiments/{experiment_id}/labels/undo", response_model=schemas.UndoOut)
+@router.post("/experiments/{experiment_id}/labels/undo", response_model=schemas.UndoOut, responses=errors(404))
 def undo_label(
-    experiment_id: int, session: SessionDep, settings: SettingsDep, rater: RaterDep
+    experiment_id: PathId, session: SessionDep, settings: SettingsDep, rater: RaterDep
 ) -> schemas.UndoOut:
     """Remove the calling rater's last label in the experiment and lease its pair back to them."""
     check_experiment_access(session, rater, experiment_id)
@@ -80,10 +81,10 @@ def _stream_records(factory: sessionmaker[Session], experiment_id: int, export_f
 @router.get(
     "/experiments/{experiment_id}/labels/export",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}},
+    responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}, **errors(404)},
 )
 def export_labels(
-    experiment_id: int,
+    experiment_id: PathId,
     request: Request,
     session: SessionDep,
     _admin: AdminDep,
@@ -107,13 +108,13 @@ class LabelImport(schemas.StrictModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    pair_id: int = Field(ge=1)
+    pair_id: schemas.Id
     choice: Choice
-    rater_id: int | None = Field(default=None, ge=1)
-    rater_name: str | None = Field(default=None, min_length=1, max_length=200)
-    response_time_ms: int | None = Field(default=None, ge=0)
+    rater_id: schemas.Id | None = None
+    rater_name: schemas.Name | None = None
+    response_time_ms: schemas.ResponseTimeMs | None = None
     created_at: datetime | None = None
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    idempotency_key: schemas.Key | None = None
 
     @model_validator(mode="after")
     def _needs_a_rater(self) -> LabelImport:
@@ -137,12 +138,15 @@ def parse_jsonl(text: str) -> list[crud.ImportedLabel]:
                 f"line {number}.{location}" if location else f"line {number}", first["msg"]
             ) from error
         records.append(crud.ImportedLabel(line=number, **item.model_dump()))
+    if not records:
+        raise Invalid("body", "no labels: send one JSON object a line")
     return records
 
 
 @router.post(
     "/experiments/{experiment_id}/labels/import",
     response_model=schemas.ImportResult,
+    responses=errors(404, 409),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -156,7 +160,7 @@ def parse_jsonl(text: str) -> list[crud.ImportedLabel]:
     },
 )
 async def import_labels(
-    experiment_id: int, request: Request, session: SessionDep, _admin: AdminDep
+    experiment_id: PathId, request: Request, session: SessionDep, _admin: AdminDep
 ) -> schemas.ImportResult:
     """Import labels from JSONL (e.g. an export); all lines are stored or none (admin)."""
     body = await request.body()

@@ -2,29 +2,42 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response, status
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
 
 from app import crud, schemas, stats
 from app.api.convert import lease_out, pair_out
-from app.deps import AdminDep, PrincipalDep, RaterDep, SessionDep, SettingsDep, check_experiment_access
+from app.api.responses import API_ERRORS, errors
+from app.deps import (
+    AdminDep,
+    BeaconRaterDep,
+    PathId,
+    PrincipalDep,
+    RaterDep,
+    SessionDep,
+    SettingsDep,
+    check_experiment_access,
+)
 
-router = APIRouter(tags=["pairs"])
+router = APIRouter(tags=["pairs"], responses=errors(*API_ERRORS))
 
 
 @router.post(
     "/experiments/{experiment_id}/pairs",
     status_code=status.HTTP_201_CREATED,
     response_model=schemas.PairsCreated,
+    responses=errors(404),
 )
 def queue_pairs(
-    experiment_id: int, body: schemas.PairsCreate, session: SessionDep, _admin: AdminDep
+    experiment_id: PathId, body: schemas.PairsCreate, session: SessionDep, _admin: AdminDep
 ) -> schemas.PairsCreated:
     """Queue pairs of this experiment's segments for labeling (admin)."""
     return schemas.PairsCreated(pair_ids=crud.add_pairs(session, experiment_id=experiment_id, pairs=body.pairs))
 
 
-@router.get("/pairs/{pair_id}", response_model=schemas.PairOut)
-def get_pair(pair_id: int, session: SessionDep, principal: PrincipalDep) -> schemas.PairOut:
+@router.get("/pairs/{pair_id}", response_model=schemas.PairOut, responses=errors(404))
+def get_pair(pair_id: PathId, session: SessionDep, principal: PrincipalDep) -> schemas.PairOut:
     """Read a pair: its segments, status and label count."""
     pair = crud.get_pair(session, pair_id=pair_id)
     check_experiment_access(session, principal, pair.experiment_id)
@@ -38,32 +51,56 @@ def get_pair(pair_id: int, session: SessionDep, principal: PrincipalDep) -> sche
 @router.post(
     "/experiments/{experiment_id}/leases",
     response_model=schemas.LeaseOut,
-    responses={204: {"description": "No pair is waiting for this rater; poll again later."}},
+    responses={204: {"description": "No pair is waiting for this rater; poll again later."}, **errors(404)},
 )
 async def lease_pair(
-    experiment_id: int, request: Request, session: SessionDep, settings: SettingsDep, rater: RaterDep
+    experiment_id: PathId,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    rater: RaterDep,
+    exclude: Annotated[
+        list[schemas.Id] | None,
+        Query(max_length=100, description="Pair ids the caller shows already: held ones are not returned again."),
+    ] = None,
 ) -> schemas.LeaseOut | Response:
-    """Lease the next pair to the calling rater until the lease expires; 204 when none is waiting."""
+    """The calling rater's next pair: one they hold already (oldest first, lease unchanged), else a new lease
+    while they hold fewer than the cap (RLHF_MAX_LEASES_PER_RATER); 204 when none is waiting."""
     check_experiment_access(session, rater, experiment_id, request.app.state.auth_cache)
     assert rater.rater_id is not None
     info = crud.lease_pair(
-        session, experiment_id=experiment_id, rater_id=rater.rater_id, lease_seconds=settings.lease_seconds
+        session,
+        experiment_id=experiment_id,
+        rater_id=rater.rater_id,
+        lease_seconds=settings.lease_seconds,
+        max_held=settings.max_leases_per_rater,
+        exclude_pair_ids=set(exclude or ()),
     )
     if info is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     return lease_out(info)
 
 
-@router.get("/experiments/{experiment_id}/pairs/waiting", response_model=schemas.PairsWaiting)
-def count_pairs_waiting(experiment_id: int, session: SessionDep, rater: RaterDep) -> schemas.PairsWaiting:
+@router.get(
+    "/experiments/{experiment_id}/pairs/waiting", response_model=schemas.PairsWaiting, responses=errors(404)
+)
+def count_pairs_waiting(experiment_id: PathId, session: SessionDep, rater: RaterDep) -> schemas.PairsWaiting:
     """How many pending pairs the calling rater has not labeled yet (those the rater holds included)."""
     check_experiment_access(session, rater, experiment_id)
     assert rater.rater_id is not None
     return schemas.PairsWaiting(pairs_waiting=stats.pairs_waiting(session, experiment_id, rater.rater_id))
 
 
-@router.delete("/leases/{lease_id}", status_code=status.HTTP_204_NO_CONTENT)
-def release_lease(lease_id: int, session: SessionDep, rater: RaterDep) -> None:
+@router.delete("/leases/{lease_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404))
+def release_lease(lease_id: PathId, session: SessionDep, rater: RaterDep) -> None:
     """Give a leased pair back to the pool before its lease expires."""
+    assert rater.rater_id is not None
+    crud.release_lease(session, lease_id=lease_id, rater_id=rater.rater_id)
+
+
+@router.post("/leases/{lease_id}/release", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404))
+def release_lease_by_beacon(lease_id: PathId, session: SessionDep, rater: BeaconRaterDep) -> None:
+    """As DELETE /leases/{lease_id}, for a page leaving (`navigator.sendBeacon` on pagehide), which can send
+    no headers: with the session cookie the CSRF token comes as the form field `csrf_token`."""
     assert rater.rater_id is not None
     crud.release_lease(session, lease_id=lease_id, rater_id=rater.rater_id)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
 from app import crud, schemas
-from app.deps import AdminDep, SessionDep, SettingsDep, check_experiment_access
+from app.api.responses import API_ERRORS, errors
+from app.deps import AdminDep, PathId, SessionDep, SettingsDep, check_experiment_access
 from app.models import Rater
 
-router = APIRouter(tags=["raters"])
+router = APIRouter(tags=["raters"], responses=errors(*API_ERRORS))
 
 
 def _rater_out(session: SessionDep, rater: Rater) -> schemas.RaterOut:
@@ -22,7 +23,7 @@ def _rater_out(session: SessionDep, rater: Rater) -> schemas.RaterOut:
     )
 
 
-@router.post("/invites", status_code=status.HTTP_201_CREATED, response_model=schemas.InviteOut)
+@router.post("/invites", status_code=status.HTTP_201_CREATED, response_model=schemas.InviteOut, responses=errors(404))
 def create_invite(
     body: schemas.InviteCreate, session: SessionDep, settings: SettingsDep, _admin: AdminDep
 ) -> schemas.InviteOut:
@@ -44,16 +45,28 @@ def list_raters(session: SessionDep, _admin: AdminDep) -> list[schemas.RaterOut]
     return [_rater_out(session, rater) for rater in crud.list_raters(session)]
 
 
-@router.get("/experiments/{experiment_id}/raters", response_model=list[schemas.RaterOut])
+@router.get("/experiments/{experiment_id}/raters", response_model=list[schemas.RaterOut], responses=errors(404))
 def list_experiment_raters(
-    experiment_id: int, session: SessionDep, admin: AdminDep
+    experiment_id: PathId, session: SessionDep, admin: AdminDep
 ) -> list[schemas.RaterOut]:
     """Raters invited to one experiment (admin)."""
     check_experiment_access(session, admin, experiment_id)
     return [_rater_out(session, rater) for rater in crud.list_raters(session, experiment_id=experiment_id)]
 
 
-@router.put("/experiments/{experiment_id}/raters/{rater_id}", status_code=status.HTTP_204_NO_CONTENT)
-def invite_rater(experiment_id: int, rater_id: int, session: SessionDep, _admin: AdminDep) -> None:
+@router.put(
+    "/experiments/{experiment_id}/raters/{rater_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404, 409)
+)
+def invite_rater(experiment_id: PathId, rater_id: PathId, session: SessionDep, _admin: AdminDep) -> None:
     """Invite an existing rater to one more experiment (admin)."""
     crud.invite_rater(session, rater_id=rater_id, experiment_id=experiment_id)
+
+
+@router.post("/raters/{rater_id}/revoke", response_model=schemas.RaterOut, responses=errors(404))
+def revoke_rater(rater_id: PathId, request: Request, session: SessionDep, _admin: AdminDep) -> schemas.RaterOut:
+    """Revoke a rater's token and invite link (admin): their labels stay, the pairs they hold return to the
+    queue at once. Other web processes may still accept the token for a few seconds (their auth cache), but
+    it leases and labels nothing more."""
+    rater = crud.revoke_rater(session, rater_id=rater_id)
+    request.app.state.auth_cache.forget(rater.token_hash)
+    return _rater_out(session, rater)

@@ -13,44 +13,57 @@ from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
 from app import crud, schemas
-from app.api.convert import segment_out
-from app.deps import AdminDep, Principal, PrincipalDep, SessionDep, SettingsDep, check_experiment_access
+from app.api.convert import segment_out, segment_view
+from app.api.responses import API_ERRORS, errors
+from app.deps import (
+    AdminDep,
+    PathId,
+    Principal,
+    PrincipalDep,
+    SessionDep,
+    SettingsDep,
+    check_experiment_access,
+)
 from app.errors import Invalid
 from app.settings import Settings
 
-router = APIRouter(tags=["segments"])
+router = APIRouter(tags=["segments"], responses=errors(*API_ERRORS))
 
 
 @router.post(
     "/experiments/{experiment_id}/segments",
     status_code=status.HTTP_201_CREATED,
     response_model=schemas.SegmentsCreated,
+    responses=errors(404),
 )
 def queue_segments(
-    experiment_id: int, body: schemas.SegmentsCreate, session: SessionDep, _admin: AdminDep
+    experiment_id: PathId, body: schemas.SegmentsCreate, session: SessionDep, _admin: AdminDep
 ) -> schemas.SegmentsCreated:
     """Queue one or many segments; those with a `render` spec get a clip rendered by the worker (admin)."""
     segment_ids, job_ids = crud.add_segments(session, experiment_id=experiment_id, segments=body.segments)
     return schemas.SegmentsCreated(segment_ids=segment_ids, render_job_ids=job_ids)
 
 
-@router.get("/segments/{segment_id}", response_model=schemas.SegmentOut)
+@router.get("/segments/{segment_id}", response_model=schemas.SegmentOut | schemas.SegmentView, responses=errors(404))
 def get_segment(
-    segment_id: int,
+    segment_id: PathId,
     session: SessionDep,
     principal: PrincipalDep,
-    include_arrays: Annotated[bool, Query(description="Also return obs, actions, rewards, ended.")] = False,
-) -> schemas.SegmentOut:
-    """Read a segment: its source, clip status and, on request, its arrays."""
+    include_arrays: Annotated[bool, Query(description="Also return obs, actions, rewards, ended (admin).")] = False,
+) -> schemas.SegmentOut | schemas.SegmentView:
+    """Read a segment: its clip; for the admin also its source, true return and, on request, its arrays."""
     segment = crud.get_segment(session, segment_id=segment_id)
     check_experiment_access(session, principal, segment.experiment_id)
-    return segment_out(segment, include_arrays=include_arrays and principal.is_admin)
+    if not principal.is_admin:
+        return segment_view(segment)  # raters never see what the synthetic teacher answers from
+    return segment_out(segment, include_arrays=include_arrays)
 
 
 @router.put(
     "/segments/{segment_id}/frames",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=schemas.JobOut,
+    responses=errors(404),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -60,7 +73,7 @@ def get_segment(
     },
 )
 async def upload_frames(
-    segment_id: int,
+    segment_id: PathId,
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
@@ -98,9 +111,17 @@ def _clip_file(
     return path
 
 
-@router.get("/segments/{segment_id}/clip", response_class=FileResponse)
+@router.get(
+    "/segments/{segment_id}/clip",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"video/mp4": {}}},
+        206: {"description": "The byte range asked for (Range header).", "content": {"video/mp4": {}}},
+        **errors(404),
+    },
+)
 def get_clip(
-    segment_id: int, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
+    segment_id: PathId, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
 ) -> FileResponse:
     """The segment's MP4/H.264 clip (moov atom first); honours Range requests with 206 for seeking."""
     path = _clip_file(session, settings, principal, segment_id, poster=False)
@@ -110,9 +131,9 @@ def get_clip(
     )
 
 
-@router.get("/segments/{segment_id}/poster", response_class=FileResponse)
+@router.get("/segments/{segment_id}/poster", response_class=FileResponse, responses=errors(404))
 def get_poster(
-    segment_id: int, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
+    segment_id: PathId, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
 ) -> FileResponse:
     """The clip's poster image (its first frame)."""
     path = _clip_file(session, settings, principal, segment_id, poster=True)

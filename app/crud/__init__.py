@@ -61,6 +61,7 @@ from app.crud.raters import (
     rater_experiment_ids,
     rater_for_token,
     rater_id_for_token,
+    revoke_rater,
 )
 from app.crud.segments import (
     add_segments,
@@ -130,6 +131,7 @@ __all__ = [
     "record_metrics",
     "release_experiment",
     "release_lease",
+    "revoke_rater",
     "segment_arrays",
     "submit_label",
     "undo_last_label",

@@ -29,10 +29,6 @@ def create_experiment(session: Session, *, data: ExperimentCreate) -> Experiment
         raise Invalid("num_actions", "only discrete (int64) action spaces have num_actions")
     if data.action_dtype == "int64" and data.num_actions is None:
         raise Invalid("num_actions", "required for discrete (int64) actions")
-    if any(size < 1 for size in data.obs_shape):
-        raise Invalid("obs_shape", "sizes must be positive")
-    if any(size < 1 for size in data.action_shape):
-        raise Invalid("action_shape", "sizes must be positive")
     with write_transaction(session):
         if session.scalar(select(Experiment.id).where(Experiment.name == data.name)) is not None:
             raise Conflict("name", f"an experiment named {data.name!r} exists")

@@ -16,7 +16,7 @@ from app.crud.common import as_utc, hash_token, new_token
 from app.crud.experiments import get_experiment
 from app.crud.pairs import LeaseInfo
 from app.db import is_sqlite, write_transaction
-from app.errors import Conflict, Invalid, NotFound
+from app.errors import Conflict, Forbidden, Invalid, NotFound
 from app.models import (
     Label,
     Lease,
@@ -102,6 +102,24 @@ def submit_label(
     """
     if choice not in CHOICES:
         raise Invalid("choice", f"must be one of {', '.join(CHOICES)}")
+    arguments = (rater_id, pair_id, choice, response_time_ms, idempotency_key)
+    try:
+        return _store_label(session, *arguments)
+    except IntegrityError:
+        # A concurrent request of the same rater for the same key or pair committed between this one's checks
+        # and its insert (on PostgreSQL a request that waited for the pair's row lock re-reads only that row).
+        # Asked again, the checks see that label: the same key and body get it back, anything else a conflict.
+        return _store_label(session, *arguments)
+
+
+def _store_label(
+    session: Session,
+    rater_id: int,
+    pair_id: int,
+    choice: str,
+    response_time_ms: int | None,
+    idempotency_key: str | None,
+) -> tuple[Label, bool]:
     statements = _label_statements(not is_sqlite(session))
     keys = {"pair_id": pair_id, "rater_id": rater_id}
     with write_transaction(session):
@@ -150,6 +168,9 @@ def undo_last_label(
 ) -> tuple[Label, LeaseInfo]:
     """Delete the rater's latest label in the experiment and lease its pair back to them."""
     with write_transaction(session):
+        # Locked like lease_pair does, so that a revocation in flight releases the lease made here too.
+        if not session.scalar(select(Rater.active).where(Rater.id == rater_id).with_for_update()):
+            raise Forbidden("authorization", "the rater's token was revoked")
         label = session.scalar(
             select(Label)
             .where(Label.experiment_id == experiment_id, Label.rater_id == rater_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,11 +17,12 @@ from sqlalchemy.orm import Session, aliased
 from app.crud.common import as_utc, get_or_not_found
 from app.crud.experiments import get_experiment
 from app.db import is_sqlite, write_transaction
-from app.errors import Invalid, NotFound
+from app.errors import Forbidden, Invalid, NotFound
 from app.models import (
     Label,
     Lease,
     Pair,
+    Rater,
     Segment,
     utcnow,
 )
@@ -155,6 +156,34 @@ def _lease_statements(postgres: bool, excluding: bool) -> dict[str, Any]:
         candidate = candidate.where(Pair.id.not_in(bindparam("rejected", expanding=True)))
     if postgres:
         candidate = candidate.with_for_update(skip_locked=True, of=Pair)
+    # The rater's row, locked on PostgreSQL so that one rater's lease calls take turns (the cap on pairs held
+    # holds under concurrency); a revoked rater leases nothing, even while an auth cache still knows the token.
+    rater = select(Rater.active).where(Rater.id == rater_id)
+    if postgres:
+        rater = rater.with_for_update()
+    # The rater's live leases on pending pairs, oldest first. A statement of its own after the lock: on
+    # PostgreSQL it then sees the leases of the rater's calls that held the lock before.
+    held = (
+        select(
+            Lease.id.label("lease_id"),
+            Lease.expires_at,
+            Pair.id,
+            Pair.left_segment_id,
+            Pair.right_segment_id,
+            left.clip_status.label("left_clip_status"),
+            right.clip_status.label("right_clip_status"),
+        )
+        .join(Pair, Pair.id == Lease.pair_id)
+        .join(left, left.id == Pair.left_segment_id)
+        .join(right, right.id == Pair.right_segment_id)
+        .where(
+            Lease.experiment_id == bindparam("experiment_id", type_=Integer()),
+            Lease.rater_id == rater_id,
+            Lease.expires_at > now,
+            Pair.status == "pending",
+        )
+        .order_by(Lease.id)
+    )
     # Inserts the lease only if the pair still has room. On PostgreSQL this re-counts under the pair's row
     # lock in a fresh statement, so it sees leases committed by earlier lock holders after the candidate
     # query's snapshot; on SQLite the transaction runs alone and the condition always holds. A rater's own
@@ -173,26 +202,62 @@ def _lease_statements(postgres: bool, excluding: bool) -> dict[str, Any]:
         index_elements=["pair_id", "rater_id"],
         set_={"created_at": insert_lease.excluded.created_at, "expires_at": insert_lease.excluded.expires_at},
     ).returning(Lease.id)
-    return {"candidate": candidate, "insert": insert_lease}
+    return {"rater": rater, "held": held, "candidate": candidate, "insert": insert_lease}
 
 
-def lease_pair(session: Session, *, experiment_id: int, rater_id: int, lease_seconds: float) -> LeaseInfo | None:
-    """Lease the next pair to a rater, or None when nothing is waiting.
+def lease_pair(
+    session: Session,
+    *,
+    experiment_id: int,
+    rater_id: int,
+    lease_seconds: float,
+    max_held: int | None = None,
+    exclude_pair_ids: Collection[int] = (),
+) -> LeaseInfo | None:
+    """The rater's next pair: one they hold already, else a new lease; None when nothing is waiting.
 
-    Offers the highest-priority pair, newest first among equals. A pair is offered while its labels plus live
-    leases fall short of `labels_wanted`, and never to a rater who labeled it or holds it. On PostgreSQL
-    candidates are locked with FOR UPDATE SKIP LOCKED and re-counted under the lock; on SQLite the whole
-    transaction is BEGIN IMMEDIATE, so it runs alone.
+    A pair the rater holds (a live lease on a pending pair) comes first, oldest first, as it was leased (its
+    expiry unchanged), unless it is in `exclude_pair_ids` (the pairs the caller shows already). Otherwise, while
+    the rater holds fewer than `max_held` pairs (None: no cap), the highest-priority pair is leased, newest
+    first among equals. A pair is offered while its labels plus live leases fall short of `labels_wanted`, and
+    never to a rater who labeled it or holds it. On PostgreSQL the rater's row is locked first, so one rater's
+    calls take turns, and candidates are locked with FOR UPDATE SKIP LOCKED and re-counted under the lock; on
+    SQLite the whole transaction is BEGIN IMMEDIATE, so it runs alone.
+
+    Raises:
+        NotFound: no rater `rater_id`. Forbidden: the rater was revoked.
     """
     postgres = not is_sqlite(session)
     with write_transaction(session):
         connection = session.connection()  # Core execution: skips the ORM's per-statement bookkeeping
         now = utcnow()
         expires_at = now + timedelta(seconds=lease_seconds)
+        params: dict[str, Any] = {"experiment_id": experiment_id, "rater_id": rater_id, "now": now}
+        statements = _lease_statements(postgres, False)
+        active = connection.execute(statements["rater"], params).scalar()
+        if active is None:
+            raise NotFound("rater_id", f"no rater {rater_id}")
+        if not active:
+            raise Forbidden("authorization", "the rater's token was revoked")
+        held = connection.execute(statements["held"], params).all()
+        for lease in held:
+            if lease.id not in exclude_pair_ids:
+                return LeaseInfo(
+                    lease_id=lease.lease_id,
+                    pair_id=lease.id,
+                    experiment_id=experiment_id,
+                    rater_id=rater_id,
+                    expires_at=as_utc(lease.expires_at),
+                    left_segment_id=lease.left_segment_id,
+                    right_segment_id=lease.right_segment_id,
+                    left_clip_status=lease.left_clip_status,
+                    right_clip_status=lease.right_clip_status,
+                )
+        if max_held is not None and len(held) >= max_held:
+            return None
         rejected: list[int] = []
         for _attempt in range(20):
             statements = _lease_statements(postgres, bool(rejected))
-            params: dict[str, Any] = {"experiment_id": experiment_id, "rater_id": rater_id, "now": now}
             if rejected:
                 params["rejected"] = rejected
             candidate = connection.execute(statements["candidate"], params).first()

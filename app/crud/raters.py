@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from app.crud.common import hash_token, new_token
@@ -14,6 +14,7 @@ from app.errors import NotFound
 from app.models import (
     AppSecret,
     Experiment,
+    Lease,
     Rater,
     RaterExperiment,
 )
@@ -46,6 +47,20 @@ def invite_rater(session: Session, *, experiment_id: int, rater_id: int) -> None
             raise NotFound("rater_id", f"no rater {rater_id}")
         if session.get(RaterExperiment, (rater_id, experiment_id)) is None:
             session.add(RaterExperiment(rater_id=rater_id, experiment_id=experiment_id))
+
+
+def revoke_rater(session: Session, *, rater_id: int) -> Rater:
+    """Revoke a rater's token: it signs in no more and leases nothing; the rater's labels stay, and the pairs
+    they hold go back to the queue at once. Revoking twice is harmless."""
+    with write_transaction(session):
+        # The update waits for the rater's lease calls in flight (they lock the row); the delete that follows
+        # sees the leases they committed.
+        changed = session.execute(update(Rater).where(Rater.id == rater_id).values(active=False))
+        if changed.rowcount == 0:  # type: ignore[attr-defined]
+            raise NotFound("rater_id", f"no rater {rater_id}")
+        session.execute(delete(Lease).where(Lease.rater_id == rater_id))
+        rater = session.get_one(Rater, rater_id, populate_existing=True)
+    return rater
 
 
 def rater_for_token(session: Session, *, token: str) -> Rater | None:

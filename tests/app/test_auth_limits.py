@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from helpers import CARTPOLE, World, build_world
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.main import create_app
+from app import crud
+from app.errors import Forbidden
+from app.main import create_app, create_app_from_env
 from app.models import AppSecret, Rater
 from app.settings import Settings
 
@@ -114,4 +117,85 @@ def test_oversized_bodies_get_413_and_store_nothing(settings: Settings) -> None:
         assert response.status_code == 413
         assert response.json()["field"] == "body"
         assert client.get("/api/v1/experiments").json() == []
+    app.state.engine.dispose()
+
+
+def test_revoking_a_rater_keeps_their_labels_and_frees_their_pairs_at_once(
+    client: TestClient, rng: np.random.Generator, session_factory: sessionmaker[Session]
+) -> None:
+    world = build_world(client, rng, pairs=3, raters=2)
+    rater, revoked_id = world.rater_headers(0), world.rater_ids[0]
+    url = f"/api/v1/experiments/{world.experiment_id}/leases"
+    first = client.post(url, headers=rater).json()
+    label = client.post("/api/v1/labels", json={"pair_id": first["pair_id"], "choice": "left"}, headers=rater)
+    assert label.status_code == 201
+    second = client.post(url, headers=rater).json()
+    third = client.post(url, params={"exclude": second["pair_id"]}, headers=rater).json()
+    assert client.post(f"/api/v1/raters/{revoked_id}/revoke", headers=rater).status_code == 403
+
+    revoked = client.post(f"/api/v1/raters/{revoked_id}/revoke")
+    assert revoked.status_code == 200 and revoked.json()["active"] is False
+    assert client.post(f"/api/v1/raters/{revoked_id}/revoke").status_code == 200  # twice is harmless
+    assert client.post("/api/v1/raters/999/revoke").status_code == 404
+    assert client.get("/api/v1/experiments", headers=rater).status_code == 401
+    assert client.get(f"/invite/{world.rater_tokens[0]}").status_code == 404
+    # The two pairs held go back at once, to the other rater; the label stays.
+    other = world.rater_headers(1)
+    taken = client.post(url, headers=other).json()["pair_id"]
+    also = client.post(url, params={"exclude": taken}, headers=other).json()["pair_id"]
+    assert {taken, also} == {second["pair_id"], third["pair_id"]}
+    assert client.get(f"/api/v1/experiments/{world.experiment_id}").json()["counts"]["labels"] == 1
+    # Even where a web process still trusts the token from its cache, the rater leases and undoes nothing.
+    with session_factory() as session:
+        with pytest.raises(Forbidden):
+            crud.lease_pair(session, experiment_id=world.experiment_id, rater_id=revoked_id, lease_seconds=9)
+        with pytest.raises(Forbidden):
+            crud.undo_last_label(session, experiment_id=world.experiment_id, rater_id=revoked_id, lease_seconds=9)
+
+
+def test_failed_authentication_is_rate_limited_per_address(settings: Settings) -> None:
+    app = create_app(settings.model_copy(update={"auth_failures_per_minute": 5}))
+    admin = {"Authorization": "Bearer test-admin-token"}
+    with TestClient(app, client=("10.0.0.1", 1000)) as guesser, TestClient(app, client=("10.0.0.2", 1000)) as other:
+        invite = other.post("/api/v1/invites", json={"name": "alice"}, headers=admin).json()
+        # Wrong bearer tokens, admin sign-ins and invite links all count against the address.
+        for _ in range(3):
+            assert guesser.get("/api/v1/experiments", headers={"Authorization": "Bearer guess"}).status_code == 401
+        page = guesser.get("/admin")
+        form = {"token": "guess", "csrf_token": page.context["csrf_token"]}  # type: ignore[attr-defined]
+        assert guesser.post("/admin", data=form).status_code == 401
+        assert guesser.get("/invite/guess").status_code == 404
+        refused = guesser.get("/api/v1/experiments", headers={"Authorization": "Bearer guess"})
+        assert refused.status_code == 429 and 0 < int(refused.headers["Retry-After"]) <= 60
+        assert refused.json()["field"] == "authorization"
+        assert guesser.get(f"/invite/{invite['token']}").status_code == 429  # guessing right does not help
+        assert guesser.get("/api/v1/experiments", headers=admin).status_code == 429
+        # Other addresses are not slowed, nor are requests that need no token.
+        assert other.get("/api/v1/experiments", headers=admin).status_code == 200
+        rater = {"Authorization": f"Bearer {invite['token']}"}
+        assert other.get("/api/v1/experiments", headers=rater).status_code == 200
+        assert guesser.get("/healthz").status_code == 200
+    app.state.engine.dispose()
+
+
+def test_a_short_admin_token_is_refused_at_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("RLHF_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("RLHF_ADMIN_TOKEN", "letmein")
+    with pytest.raises(ValidationError, match="RLHF_ADMIN_TOKEN has 7 characters; at least 16 are required"):
+        create_app_from_env()
+    assert Settings(admin_token="x" * 16).admin_token is not None
+
+
+@pytest.mark.parametrize("trusted", ["", "10.0.0.0/8"])
+def test_cookies_are_secure_behind_a_trusted_tls_proxy(settings: Settings, trusted: str) -> None:
+    app = create_app(settings.model_copy(update={"forwarded_allow_ips": trusted}))
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"}
+    with TestClient(app, client=("10.1.2.3", 1000), follow_redirects=False) as proxy:
+        page = proxy.get("/admin", headers=forwarded)
+        assert ("secure" in page.headers["set-cookie"].lower()) == bool(trusted)
+        csrf = page.context["csrf_token"]  # type: ignore[attr-defined]
+        proxy.cookies.set("rlhf_csrf", csrf)  # over plain http the client would not send a Secure cookie back
+        signed_in = proxy.post("/admin", data={"token": "test-admin-token", "csrf_token": csrf}, headers=forwarded)
+        assert signed_in.status_code == 303
+        assert ("secure" in signed_in.headers["set-cookie"].lower()) == bool(trusted)
     app.state.engine.dispose()

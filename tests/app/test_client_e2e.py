@@ -71,7 +71,7 @@ def test_queue_segments_lease_label_and_read_back(server_url: str, rng: np.rando
             assert sorted(answered) == sorted(pair_ids)
             rater.undo_last_label(experiment["id"])
             lease = rater.lease_pair(experiment["id"])
-            assert lease is None  # the undone pair is leased back already, to this rater
+            assert lease is not None and lease["pair_id"] == answered[-1]  # the undone pair, leased back
             rater.submit_label(answered[-1], "right")
 
         labels = admin.export_labels(experiment["id"])

@@ -47,7 +47,7 @@ def test_bad_experiment_input(client: TestClient) -> None:
         ({**CARTPOLE, "teacher_mode": "robot"}, "teacher_mode"),
         ({**CARTPOLE, "labels_per_pair": 0}, "labels_per_pair"),
         ({**CARTPOLE, "obs_shape": []}, "obs_shape"),
-        ({**CARTPOLE, "obs_shape": [0]}, "obs_shape"),
+        ({**CARTPOLE, "obs_shape": [0]}, "obs_shape[0]"),
         ({**CARTPOLE, "num_actions": None}, "num_actions"),
         ({**CARTPOLE, "colour": "red"}, "colour"),
         ({k: v for k, v in CARTPOLE.items() if k != "env_id"}, "env_id"),

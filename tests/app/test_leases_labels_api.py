@@ -19,9 +19,11 @@ from app import crud
 from app.models import Label, Lease, Pair
 
 
-def _lease(client: TestClient, world: World, rater: int = 0) -> dict | None:
+def _lease(client: TestClient, world: World, rater: int = 0, exclude: Iterable[int] = ()) -> dict | None:
     response = client.post(
-        f"/api/v1/experiments/{world.experiment_id}/leases", headers=world.rater_headers(rater)
+        f"/api/v1/experiments/{world.experiment_id}/leases",
+        params={"exclude": list(exclude)},
+        headers=world.rater_headers(rater),
     )
     assert response.status_code in (200, 204), response.text
     return None if response.status_code == 204 else response.json()
@@ -36,11 +38,13 @@ def _label(client: TestClient, world: World, pair_id: int, choice: str = "left",
 
 
 def test_two_raters_never_hold_the_same_pair(client: TestClient, world: World) -> None:
-    held = [_lease(client, world, rater=i % 2) for i in range(3)]
+    first, second = _lease(client, world, rater=0), _lease(client, world, rater=1)
+    assert first is not None
+    held = [first, second, _lease(client, world, rater=0, exclude=[first["pair_id"]])]
     assert all(held)
     assert len({lease["pair_id"] for lease in held}) == 3  # type: ignore[index]
     assert held[0]["left"]["clip_url"] == f"/api/v1/segments/{held[0]['left']['id']}/clip"  # type: ignore[index]
-    assert _lease(client, world, rater=1) is None  # all three are held
+    assert _lease(client, world, rater=1, exclude=[second["pair_id"]]) is None  # type: ignore[index]  # all held
 
 
 def run_together(target: Callable[[int], None], arguments: Iterable[int]) -> None:
@@ -72,7 +76,7 @@ def test_several_labels_per_pair_each_rater_once(client: TestClient, rng: np.ran
     world = build_world(client, rng, pairs=1, raters=3, labels_per_pair=2)
     first, second = _lease(client, world, 0), _lease(client, world, 1)
     assert first and second and first["pair_id"] == second["pair_id"]
-    assert _lease(client, world, 0) is None  # rater 0 holds it already
+    assert _lease(client, world, 0)["pair_id"] == first["pair_id"]  # type: ignore[index]  # held: the same pair back
     assert _lease(client, world, 2) is None  # two places, both held
     assert _label(client, world, first["pair_id"], "left", rater=0).status_code == 201
     assert _lease(client, world, 0) is None  # labeled it: never again
@@ -132,9 +136,46 @@ def test_idempotency_key_stores_one_label(client: TestClient, world: World) -> N
     assert client.get(f"/api/v1/experiments/{world.experiment_id}").json()["counts"]["labels"] == 1
 
 
+def _submit_at_once(session_factory: sessionmaker[Session], rater_id: int, pair_id: int, times: int) -> list[object]:
+    """The same label with the same idempotency key, `times` at once; the label id or the error each got."""
+    barrier = threading.Barrier(times)
+    answers: list[object] = []
+
+    def submit(_index: int) -> None:
+        with session_factory() as session:
+            barrier.wait()
+            try:
+                label, _created = crud.submit_label(
+                    session, rater_id=rater_id, pair_id=pair_id, choice="left", idempotency_key=f"k{pair_id}"
+                )
+                answers.append(label.id)
+            except Exception as error:  # recorded, and asserted by the caller
+                answers.append(repr(error))
+
+    run_together(submit, range(times))
+    return answers
+
+
+def test_concurrent_retries_of_one_label_all_get_it_back(
+    client: TestClient, rng: np.random.Generator, session_factory: sessionmaker[Session]
+) -> None:
+    # A retried label must never be told it conflicted. On PostgreSQL, requests that waited for the pair's
+    # row lock saw no label under the key and then collided with it on insert.
+    world = build_world(client, rng, pairs=5, raters=1)
+    for _ in world.pair_ids:
+        lease = _lease(client, world)
+        assert lease is not None
+        answers = _submit_at_once(session_factory, world.rater_ids[0], lease["pair_id"], times=20)
+        assert len(set(answers)) == 1 and isinstance(answers[0], int), answers
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(Label)) == 5
+
+
 def test_undo_last_label(client: TestClient, world: World) -> None:
-    first, second = _lease(client, world), _lease(client, world)
-    assert first and second
+    first = _lease(client, world)
+    assert first is not None
+    second = _lease(client, world, exclude=[first["pair_id"]])
+    assert second is not None
     assert _label(client, world, first["pair_id"], "left").status_code == 201
     assert _label(client, world, second["pair_id"], "right").status_code == 201
     undo = client.post(
@@ -164,6 +205,68 @@ def test_release_lease(client: TestClient, rng: np.random.Generator) -> None:
         == 204
     )
     assert _lease(client, world, 1) is not None
+
+
+def test_a_rater_gets_held_pairs_first_and_holds_at_most_the_cap(client: TestClient, rng: np.random.Generator) -> None:
+    world = build_world(client, rng, pairs=5, raters=2)  # the cap is 3 (RLHF_MAX_LEASES_PER_RATER)
+    first = _lease(client, world)
+    assert first is not None
+    again = _lease(client, world)  # a reload: the held pair comes back, its lease unchanged
+    assert again == first
+    second = _lease(client, world, exclude=[first["pair_id"]])
+    assert second is not None
+    third = _lease(client, world, exclude=[first["pair_id"], second["pair_id"]])
+    assert third is not None
+    shown = [first["pair_id"], second["pair_id"], third["pair_id"]]
+    assert len(set(shown)) == 3
+    assert _lease(client, world, exclude=shown) is None  # three held: no fourth
+    assert _lease(client, world, rater=1) is not None  # the others stay in the queue for other raters
+    assert _label(client, world, first["pair_id"]).status_code == 201
+    fourth = _lease(client, world, exclude=shown)  # two held now: room for one more
+    assert fourth is not None and fourth["pair_id"] not in shown
+
+
+def test_concurrent_lease_calls_of_one_rater_stay_under_the_cap(
+    client: TestClient, rng: np.random.Generator, session_factory: sessionmaker[Session]
+) -> None:
+    world = build_world(client, rng, pairs=5, raters=1)
+    got: list[int | None] = []
+
+    def lease(_index: int) -> None:
+        with session_factory() as session:
+            info = crud.lease_pair(
+                session,
+                experiment_id=world.experiment_id,
+                rater_id=world.rater_ids[0],
+                lease_seconds=120,
+                max_held=2,
+                exclude_pair_ids=set(world.pair_ids),  # asks for new pairs only
+            )
+            got.append(None if info is None else info.pair_id)
+
+    run_together(lease, range(20))
+    assert len([pair_id for pair_id in got if pair_id is not None]) == 2
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(Lease)) == 2
+
+
+def test_release_by_beacon_takes_the_csrf_token_as_a_form_field(
+    anonymous: TestClient, client: TestClient, world: World
+) -> None:
+    # navigator.sendBeacon sends the cookies and a form body, but no headers.
+    first = _lease(client, world)
+    second = _lease(client, world, exclude=[first["pair_id"]])  # type: ignore[index]
+    assert first is not None and second is not None
+    anonymous.cookies.set("rlhf_token", world.rater_tokens[0])
+    anonymous.cookies.set("rlhf_csrf", "csrf-123")
+    url = f"/api/v1/leases/{first['lease_id']}/release"
+    assert anonymous.post(url).status_code == 403
+    assert anonymous.post(url, data={"csrf_token": "wrong"}).status_code == 403
+    assert anonymous.post(url, data={"csrf_token": "csrf-123"}).status_code == 204
+    assert anonymous.post(url, data={"csrf_token": "csrf-123"}).status_code == 404  # released already
+    bearer = client.post(f"/api/v1/leases/{second['lease_id']}/release", headers=world.rater_headers(0))
+    assert bearer.status_code == 204
+    assert _lease(client, world, rater=1) is not None
 
 
 def test_export_jsonl_and_csv_then_import(client: TestClient, world: World, rng: np.random.Generator) -> None:

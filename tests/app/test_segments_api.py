@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from fastapi.testclient import TestClient
-from helpers import CARTPOLE, segment_json
+from helpers import CARTPOLE, build_world, segment_json
 
 
 def _experiment(client: TestClient, **overrides: object) -> int:
@@ -103,3 +103,17 @@ def test_render_spec_queues_a_job(client: TestClient, rng: np.random.Generator) 
     stored = client.get(f"/api/v1/segments/{segment_id}").json()
     assert stored["clip_status"] == "queued" and stored["seed"] == 11
     assert client.get(f"/api/v1/segments/{segment_id}/clip").status_code == 404  # not rendered yet
+
+
+def test_raters_never_see_the_ground_truth(client: TestClient, rng: np.random.Generator) -> None:
+    world = build_world(client, rng, pairs=1, raters=1)
+    segment_id = world.segment_ids[0]
+    admin_view = client.get(f"/api/v1/segments/{segment_id}").json()
+    assert admin_view["true_return"] == 5.0
+    for params in ({}, {"include_arrays": True}):
+        response = client.get(f"/api/v1/segments/{segment_id}", params=params, headers=world.rater_headers(0))
+        assert response.status_code == 200, response.text
+        seen = response.json()
+        assert seen["clip_url"] == admin_view["clip_url"] and seen["clip_status"] == "none"
+        # Nothing the synthetic teacher answers from, nor what tells the newer policy or replays the episode.
+        assert not {"true_return", "true_rewards", "obs", "actions", "seed", "policy_step"} & set(seen)
