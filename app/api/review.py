@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
@@ -72,7 +72,7 @@ def drop_rater_labels(
     return schemas.DroppedLabels(dropped=len(records), labels=records)
 
 
-def _latest_policy_clip(session: SessionDep, experiment_id: int) -> Checkpoint:
+def _latest_policy_clip(session: SessionDep, experiment_id: int) -> Checkpoint | None:
     crud.get_experiment(session, experiment_id=experiment_id)
     recent = session.scalars(
         select(Checkpoint).where(Checkpoint.experiment_id == experiment_id).order_by(Checkpoint.id.desc()).limit(50)
@@ -80,13 +80,21 @@ def _latest_policy_clip(session: SessionDep, experiment_id: int) -> Checkpoint:
     for checkpoint in recent:
         if isinstance(checkpoint.meta, dict) and checkpoint.meta.get(POLICY_CLIP_KEY):
             return checkpoint
-    raise NotFound("policy_clip", "the worker has not rendered the policy yet")
+    return None
 
 
-@router.get("/experiments/{experiment_id}/policy", response_model=schemas.PolicyClipOut)
-def get_policy_clip_info(experiment_id: int, session: SessionDep, _admin: AdminDep) -> schemas.PolicyClipOut:
+@router.get(
+    "/experiments/{experiment_id}/policy",
+    response_model=schemas.PolicyClipOut,
+    responses={204: {"description": "The worker has not rendered the policy yet; poll again later."}},
+)
+def get_policy_clip_info(
+    experiment_id: int, session: SessionDep, _admin: AdminDep
+) -> schemas.PolicyClipOut | Response:
     """The step and label count of the latest clip of the current policy, and its URL (admin)."""
     checkpoint = _latest_policy_clip(session, experiment_id)
+    if checkpoint is None:
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
     return schemas.PolicyClipOut(
         step=checkpoint.step,
         labels_used=checkpoint.labels_used,
@@ -98,6 +106,8 @@ def get_policy_clip_info(experiment_id: int, session: SessionDep, _admin: AdminD
 def get_policy_clip(experiment_id: int, session: SessionDep, settings: SettingsDep, _admin: AdminDep) -> FileResponse:
     """The latest MP4 of the deterministic policy, rendered by the worker after a checkpoint (admin)."""
     checkpoint = _latest_policy_clip(session, experiment_id)
+    if checkpoint is None:
+        raise NotFound("policy_clip", "the worker has not rendered the policy yet")
     path = settings.clip_dir / Path(str(checkpoint.meta[POLICY_CLIP_KEY]))
     if not path.resolve().is_relative_to(settings.clip_dir.resolve()) or not path.is_file():
         raise NotFound("policy_clip", "file missing from the clip folder")

@@ -145,7 +145,8 @@ def test_policy_clip_is_the_latest_one_the_worker_recorded(
     client: TestClient, world: World, settings: Settings, session_factory
 ) -> None:
     experiment = f"/api/v1/experiments/{world.experiment_id}"
-    assert client.get(f"{experiment}/policy").status_code == 404
+    assert client.get(f"{experiment}/policy").status_code == 204
+    assert client.get(f"{experiment}/policy/clip").status_code == 404
     clip = settings.clip_dir / "policy" / f"experiment-{world.experiment_id}" / "step-1.mp4"
     clip.parent.mkdir(parents=True)
     clip.write_bytes(b"not really an mp4")
