@@ -137,7 +137,6 @@ class ExperimentRunner:
         self.last_label_check = time.monotonic()
         self.last_status_check = 0.0
         self.last_policy_clip: float | None = None
-        self.policy_clip_labels = -1
         self.learner: Learner | None = None
 
     # ---- the run ----------------------------------------------------------------------------------------
@@ -398,22 +397,20 @@ class ExperimentRunner:
             old.unlink(missing_ok=True)
 
     def _render_policy_clip(self) -> str | None:
-        """A clip of the deterministic policy now, when one is due (new labels, or some time since the last);
-        its path relative to the clip folder, where the experiment page's route finds it."""
+        """A clip of the deterministic policy now, when one is due (the first, then at most one per
+        `policy_clip_every_seconds`); its path relative to the clip folder, where the experiment page finds it."""
         learner = self._learner
         every = self.options.policy_clip_every_seconds
         now = time.monotonic()
         if every <= 0 or not can_render_from_obs(learner.config.env_id):
             return None
-        fresh_labels = len(learner.labeled) != self.policy_clip_labels
-        if self.last_policy_clip is not None and now - self.last_policy_clip < every and not fresh_labels:
+        if self.last_policy_clip is not None and now - self.last_policy_clip < every:
             return None
         clip_dir = self.data_dir / "clips"
         folder = clip_dir / "policy" / f"experiment-{self.experiment_id}"
         path = folder / f"step-{learner.ppo.timesteps:010d}.mp4"
         render_policy_clip(learner.ppo.act, learner.config.env_id, path, seed=learner.config.seed + 20_000)
         self.last_policy_clip = now
-        self.policy_clip_labels = len(learner.labeled)
         for old in sorted(folder.glob("step-*.mp4"))[: -self.options.keep_checkpoints - 1]:
             old.unlink(missing_ok=True)
             old.with_suffix(".jpg").unlink(missing_ok=True)
