@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app import crud, pages
-from app.api import experiments, health, labels, pairs, raters, segments
+from app.api import experiments, health, history, labels, pairs, raters, review, segments
 from app.api.convert import API_PREFIX
 from app.db import make_engine, make_session_factory
 from app.deps import TtlCache
@@ -210,6 +210,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     # Routes match in the order included: the raters' lease and label routes go first (fewer misses per call).
     for module in (pairs, labels, experiments, segments, raters):
+        app.include_router(module.router, prefix=API_PREFIX)
+    # Read views and corrections for the pages (a rater's progress and history; the admin's review).
+    for module in (history, review):
         app.include_router(module.router, prefix=API_PREFIX)
     pages.install(app)  # HTML pages, their JSON endpoints and /static
     return app

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from app import crud, stats
 from app.api.convert import experiment_live_out
+from app.crud import history
 from app.deps import (
     CSRF_COOKIE,
     TOKEN_COOKIE,
@@ -31,6 +32,7 @@ from app.deps import (
     record_failed_auth,
     refuse_if_guessing,
 )
+from app.env_catalog import ENVS
 from app.errors import NotFound
 from app.models import Rater
 from app.vocabulary import TeacherMode
@@ -150,9 +152,15 @@ def sign_in_rater(
 def sign_out(request: Request, csrf_token: Annotated[str, Form()] = "") -> Response:
     """Forget the session cookie."""
     check_csrf(request, csrf_token, field="csrf_token")
-    response = RedirectResponse("/", status.HTTP_303_SEE_OTHER)
+    response = RedirectResponse("/signed-out", status.HTTP_303_SEE_OTHER)
     response.delete_cookie(TOKEN_COOKIE)
     return response
+
+
+@router.get("/signed-out")
+def get_signed_out(request: Request) -> Response:
+    """Where sign-out lands: how to sign in again."""
+    return render(request, "signin.html", {"rater": None, "experiments": [], "error": None, "signed_out": True})
 
 
 # ------------------------------------------------------------------------------------------ labeling pages
@@ -190,6 +198,8 @@ def get_label_page(experiment_id: PathId, request: Request, session: SessionDep)
             "experiment": experiment,
             "rater_name": rater.name if rater else "",
             "waiting": stats.pairs_waiting(session, experiment_id, principal.rater_id),
+            # The counters come from the server, so a reload (or a second tab) shows the same ones.
+            "progress": history.rater_progress(session, experiment_id=experiment_id, rater_id=principal.rater_id),
             "poll_ms": WAITING_POLL_MS,
         },
     )
@@ -232,6 +242,14 @@ def list_admin_experiments(request: Request, session: SessionDep) -> Response:
     return render(request, "experiments.html", {"experiments": crud.list_experiments(session), "admin": True})
 
 
+@router.get("/admin/experiments/new")
+def get_new_experiment_page(request: Request, session: SessionDep) -> Response:
+    """The form that creates an experiment (its script posts to /api/v1/experiments)."""
+    if not _is_admin(request, session):
+        return RedirectResponse("/admin", status.HTTP_303_SEE_OTHER)
+    return render(request, "new_experiment.html", {"envs": ENVS, "teacher_modes": TEACHER_MODE_CHOICES})
+
+
 @router.get("/admin/experiments/{experiment_id}")
 def get_experiment_page(experiment_id: PathId, request: Request, session: SessionDep) -> Response:
     """Status, labels per rater, agreement, response times and live plots of one experiment."""
@@ -242,7 +260,14 @@ def get_experiment_page(experiment_id: PathId, request: Request, session: Sessio
     except NotFound:
         return render(request, "admin_signin.html", {"error": f"No experiment {experiment_id}."}, 404)
     return render(
-        request, "experiment.html", {"live": live, "poll_ms": LIVE_POLL_MS, "teacher_modes": TEACHER_MODE_CHOICES}
+        request,
+        "experiment.html",
+        {
+            "live": live,
+            "poll_ms": LIVE_POLL_MS,
+            "teacher_modes": TEACHER_MODE_CHOICES,
+            "lease_seconds": request.app.state.settings.lease_seconds,
+        },
     )
 
 

@@ -459,3 +459,92 @@ class ExperimentLive(BaseModel):
     with_teacher: AgreementOut
     pairs_multiply_labeled: int
     series: dict[str, list[tuple[int, float]]] = Field(description="Plotted series by key, as [step, value].")
+
+
+# ---- the rater's own view (app/api/history.py) and the admin's review (app/api/review.py)
+
+
+class RaterProgressOut(BaseModel):
+    """The calling rater's counters on the labeling page."""
+
+    labels: int = Field(description="Labels this rater stored in the experiment, all sessions together.")
+    pairs_waiting: int = Field(description="Pending pairs the rater has not labeled (held ones included).")
+    held_by_others: int = Field(description="Of those, pairs other raters' live leases fill for now.")
+    holding: int = Field(description="Pairs the rater holds a live lease on.")
+
+
+class HistoryEntryOut(BaseModel):
+    label_id: int
+    pair_id: int
+    choice: Choice
+    created_at: datetime
+    left: SegmentRef
+    right: SegmentRef
+    changeable: bool = Field(description="False once the experiment is done.")
+
+
+class LabelChange(StrictModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"choice": "right"}]})
+
+    choice: Choice
+
+
+class HeldPairOut(BaseModel):
+    lease_id: int
+    pair_id: int
+    rater_id: int
+    rater_name: str
+    rater_kind: RaterKind
+    created_at: datetime
+    expires_at: datetime
+
+
+class QueueOut(BaseModel):
+    """Pending pairs and who holds which of them until when (admin)."""
+
+    pairs_pending: int
+    held_by_humans: int = Field(description="Pending pairs a human rater's live lease holds.")
+    lease_seconds: float = Field(description="How long a rater holds a leased pair.")
+    leases: list[HeldPairOut]
+
+
+class AnswerOut(BaseModel):
+    rater_id: int
+    rater_name: str
+    choice: Choice
+
+
+class DisagreementOut(BaseModel):
+    pair_id: int
+    left: SegmentRef
+    right: SegmentRef
+    answers: list[AnswerOut]
+    teacher_choice: Choice | None = Field(description="A perfect teacher's answer from the true returns.")
+
+
+class DroppedLabels(BaseModel):
+    """The labels removed (keep them: they are gone from the database and from training)."""
+
+    dropped: int
+    labels: list[dict[str, Any]]
+
+
+class EnvOut(BaseModel):
+    """An environment the worker can run, with the spaces an experiment on it declares."""
+
+    env_id: str
+    obs_shape: list[int]
+    action_shape: list[int]
+    action_dtype: Literal["int64", "float32"]
+    num_actions: int | None
+    segment_length: int
+    label_budget: int
+    renders_clips: bool
+
+
+class PolicyClipOut(BaseModel):
+    """The latest clip of the current policy the worker rendered (after a checkpoint)."""
+
+    step: int
+    labels_used: int
+    clip_url: str

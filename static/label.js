@@ -1,5 +1,6 @@
 // The labeling page: two synced looping clips, choices by button or key, undo, and prefetching so the next
-// pair is already loaded (its clips fetched into blob URLs and decoded) when a choice is made.
+// pair is already loaded (its clips fetched into blob URLs and decoded) when a choice is made. The counters come
+// from the server (GET .../progress), so a reload keeps them; the rater's last answers can be changed below.
 
 const root = document.getElementById("labeler");
 const experimentId = root.dataset.experimentId;
@@ -9,6 +10,10 @@ const experimentPath = `/api/v1/experiments/${experimentId}`;
 const PAIRS_AHEAD = 2; // leased and loaded beyond the one on screen
 const SLOW_RATE = 0.5;
 const MAX_DRIFT_S = 0.08;
+// A new pair takes no choice for this long after both its clips start: a key pressed (or a click meant) for the
+// previous pair cannot label one the rater has not seen.
+const GUARD_MS = 400;
+const CHOICE_WORDS = { left: "Left is better", right: "Right is better", equal: "Equally good", skip: "Can't tell" };
 
 const el = (id) => document.getElementById(id);
 const pairView = el("pair-view");
@@ -19,6 +24,7 @@ const playPauseButton = el("play-pause");
 const slowButton = el("slow");
 const undoButton = el("undo");
 const message = el("message");
+const historyBox = el("history");
 
 // Upcoming videos live here, off-screen but in the document, so the browser loads and decodes them.
 const prefetchArea = document.createElement("div");
@@ -30,7 +36,7 @@ const state = {
   current: null, // the pair on screen
   previous: null, // the pair answered last, kept so an undo can show it again at once
   upcoming: [],
-  sessionCount: 0,
+  sessionCount: Number(el("session-count").textContent) || 0, // the rater's labels, as the server counted them
   leasing: false,
   pollTimer: null,
   choiceAt: null, // performance.now() of the choice whose next pair is starting
@@ -60,12 +66,33 @@ async function api(method, path, body) {
   return data;
 }
 
-async function refreshWaiting() {
+// The server's counts, read once the choices sent so far are answered (so they include them).
+async function refreshProgress() {
   try {
-    const data = await api("GET", `${experimentPath}/pairs/waiting`);
+    const writes = state.writes;
+    await writes.catch(() => {});
+    const data = await api("GET", `${experimentPath}/progress`);
     el("waiting-count").textContent = String(data.pairs_waiting);
+    if (state.writes === writes) setSessionCount(data.labels); // else a newer choice is not counted there yet
+    undoButton.disabled = state.sessionCount === 0;
+    showWaitingText(data);
   } catch {
-    // The count is a hint; the next refresh corrects it.
+    // The counts are hints; the next refresh corrects them.
+  }
+  if (historyBox.open) loadHistory();
+}
+
+function showWaitingText(progress) {
+  // Say what is true: nothing left, or pairs other raters hold for now.
+  const others = progress.held_by_others;
+  if (others > 0) {
+    el("waiting-heading").textContent = "Others are labeling the rest";
+    el("waiting-text").textContent = `${others} ${others === 1 ? "pair is" : "pairs are"} being labeled by others; `
+      + "you'll get the next one that comes free. This page checks every few seconds, so you can leave it open.";
+  } else {
+    el("waiting-heading").textContent = "All caught up";
+    el("waiting-text").textContent = "No pairs are waiting for you right now. New ones appear here by themselves: "
+      + "this page checks every few seconds, so you can leave it open.";
   }
 }
 
@@ -159,6 +186,7 @@ async function playBoth(pair) {
 function showNext() {
   const pair = state.upcoming.shift() || null;
   state.current = pair;
+  delete pairView.dataset.accepting;
   if (!pair) {
     showView("waiting");
     schedulePoll();
@@ -170,10 +198,15 @@ function showNext() {
   for (const video of pair.videos) video.currentTime = 0;
   const choiceAt = state.choiceAt;
   state.choiceAt = null;
+  pair.acceptAt = Infinity; // no choice before both clips play
   pair.ready.then(() => playBoth(pair)).then(() => {
     if (state.current !== pair) return;
     pair.shownAt = performance.now();
+    pair.acceptAt = pair.shownAt + GUARD_MS;
     if (choiceAt !== null) window.rlhfLabeler.latencies.push(pair.shownAt - choiceAt);
+    setTimeout(() => {
+      if (state.current === pair) pairView.dataset.accepting = "true";
+    }, GUARD_MS);
   });
 }
 
@@ -212,7 +245,7 @@ async function fillQueue() {
   }
   if (!state.current) showView("waiting");
   // The count rendered with the page is stale once pairs have been leased since.
-  if (exhausted || leased) refreshWaiting();
+  if (exhausted || leased) refreshProgress();
   if (exhausted) schedulePoll(); // keep looking so new pairs appear by themselves
 }
 
@@ -220,6 +253,9 @@ function choose(choice) {
   const pair = state.current;
   if (!pair) return;
   const now = performance.now();
+  if (now < pair.acceptAt) return; // just appeared (or not playing yet): this press was meant for another pair
+  // Focus leaves the button, so Enter (or Space) cannot repeat the choice on the next pair.
+  pairView.focus({ preventScroll: true });
   const responseMs = Math.max(0, Math.round(now - (pair.shownAt ?? now)));
   state.choiceAt = now;
   setSessionCount(state.sessionCount + 1);
@@ -231,7 +267,7 @@ function choose(choice) {
     idempotency_key: newIdempotencyKey(pair.lease.pair_id),
   };
   queueWrite(() => api("POST", "/api/v1/labels", body))
-    .then(refreshWaiting)
+    .then(refreshProgress)
     .catch((error) => {
       setSessionCount(state.sessionCount - 1);
       showMessage(`That choice was not saved: ${error.message}`, true);
@@ -246,10 +282,11 @@ function choose(choice) {
 
 async function undo() {
   undoButton.disabled = true;
+  pairView.focus({ preventScroll: true });
   try {
     const data = await queueWrite(() => api("POST", `${experimentPath}/labels/undo`));
     setSessionCount(Math.max(0, state.sessionCount - 1));
-    refreshWaiting();
+    refreshProgress();
     const previous = state.previous;
     const reuse = previous && previous.lease.pair_id === data.lease.pair_id ? previous : null;
     if (reuse) state.previous = null;
@@ -264,7 +301,7 @@ async function undo() {
   } catch (error) {
     showMessage(error.status === 404 ? "Nothing to undo." : `Undo failed: ${error.message}`, true);
   } finally {
-    undoButton.disabled = false;
+    undoButton.disabled = state.sessionCount === 0;
   }
 }
 
@@ -273,17 +310,21 @@ function restart() {
   if (!pair) return;
   for (const video of pair.videos) video.currentTime = 0;
   state.paused = false;
-  playPauseButton.textContent = "Pause";
+  showPlayPause();
   playBoth(pair);
 }
 
 function togglePause() {
   const pair = state.current;
   state.paused = !state.paused;
-  playPauseButton.textContent = state.paused ? "Play" : "Pause";
+  showPlayPause();
   if (!pair) return;
   if (state.paused) pair.videos.forEach((video) => video.pause());
   else playBoth(pair);
+}
+
+function showPlayPause() {
+  playPauseButton.firstChild.textContent = state.paused ? "Play " : "Pause ";
 }
 
 function toggleSlow() {
@@ -348,5 +389,80 @@ document.addEventListener("keydown", (event) => {
   }
 });
 
-undoButton.disabled = false;
+// ---- the rater's last answers, each changeable (PUT /api/v1/labels/{id}: a new label replaces it)
+
+function historyButton(entry, choice) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "history-choice";
+  button.dataset.choice = choice;
+  button.textContent = CHOICE_WORDS[choice];
+  const current = entry.choice === choice;
+  button.setAttribute("aria-pressed", String(current));
+  button.classList.toggle("active", current);
+  button.disabled = !entry.changeable;
+  button.addEventListener("click", () => changeLabel(entry, choice));
+  return button;
+}
+
+function historyItem(entry) {
+  const item = document.createElement("li");
+  item.className = "history-item";
+  item.dataset.labelId = String(entry.label_id);
+  item.dataset.pairId = String(entry.pair_id);
+  item.dataset.choice = entry.choice;
+  const thumbs = document.createElement("div");
+  thumbs.className = "history-thumbs";
+  for (const [side, segment] of [["Left", entry.left], ["Right", entry.right]]) {
+    if (segment.clip_status !== "ready") {
+      const missing = document.createElement("span");
+      missing.className = "no-clip muted small";
+      missing.textContent = "no clip";
+      thumbs.append(missing);
+      continue;
+    }
+    const image = document.createElement("img");
+    image.src = segment.poster_url;
+    image.alt = `${side} clip of pair ${entry.pair_id}`;
+    image.loading = "lazy";
+    thumbs.append(image);
+  }
+  const buttons = document.createElement("div");
+  buttons.className = "history-choices";
+  buttons.setAttribute("role", "group");
+  buttons.setAttribute("aria-label", `Your answer for pair ${entry.pair_id}`);
+  for (const choice of ["left", "equal", "skip", "right"]) buttons.append(historyButton(entry, choice));
+  const when = document.createElement("span");
+  when.className = "muted small history-when";
+  when.textContent = `Pair ${entry.pair_id} · ${new Date(entry.created_at).toLocaleTimeString()}`;
+  item.append(thumbs, when, buttons);
+  return item;
+}
+
+async function loadHistory() {
+  try {
+    const entries = await api("GET", `${experimentPath}/labels/mine?limit=10`);
+    el("history-list").replaceChildren(...entries.map(historyItem));
+    el("history-empty").hidden = entries.length > 0;
+  } catch (error) {
+    showMessage(`Could not load your answers (${error.message}).`, true);
+  }
+}
+
+async function changeLabel(entry, choice) {
+  if (entry.choice === choice) return;
+  try {
+    await queueWrite(() => api("PUT", `/api/v1/labels/${entry.label_id}`, { choice }));
+    showMessage(`Changed pair ${entry.pair_id} to “${CHOICE_WORDS[choice]}”.`);
+  } catch (error) {
+    showMessage(`That change was not saved: ${error.message}`, true);
+  }
+  loadHistory();
+}
+
+historyBox.addEventListener("toggle", () => {
+  if (historyBox.open) loadHistory();
+});
+
+undoButton.disabled = state.sessionCount === 0;
 fillQueue();

@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from worker.render import encode_clip, render_clip, render_observations
@@ -123,3 +125,41 @@ def process_clip_jobs(store: ExperimentStore, clip_dir: Path, limit: int = 10, w
         store.complete_job(job.id, worker_id, {"content_hash": content_hash})
         done += 1
     return done
+
+
+def render_policy_clip(
+    act: Callable[[np.ndarray], np.ndarray],
+    env_id: str,
+    path: Path,
+    seed: int = 0,
+    max_frames: int = 150,
+    fps: int = 30,
+) -> dict[str, Any]:
+    """Roll out a policy in one env from env.reset(seed=seed) and encode what it does as a clip.
+
+    Shows the researcher what the labels have taught so far (the experiment page plays it beside the plots).
+
+    Args:
+        act: the policy: (1, obs_dim) float32 observations -> (1,) or (1, action_dim) env actions.
+        env_id: a Gymnasium id with an rgb_array renderer.
+        path: the .mp4 to write (its poster goes beside it).
+        seed: reset seed (the same start state every time, so clips of successive policies compare).
+        max_frames: the clip ends here, or earlier when the episode does.
+        fps: frames per second of the clip.
+
+    Returns:
+        What `encode_clip` returns: frame_count, width, height, size_bytes, poster.
+    """
+    env = gym.make(env_id, render_mode="rgb_array")
+    try:
+        obs, _ = env.reset(seed=seed)
+        frames = [np.asarray(env.render())]
+        for _ in range(max_frames - 1):
+            action = act(np.asarray(obs, dtype=np.float32)[None])[0]
+            obs, _reward, terminated, truncated, _ = env.step(action)
+            frames.append(np.asarray(env.render()))
+            if terminated or truncated:
+                break
+    finally:
+        env.close()
+    return encode_clip(frames, path, fps=fps)

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from worker.clip_jobs import process_clip_jobs
+from worker.clip_jobs import process_clip_jobs, render_policy_clip
 from worker.config import RunConfig
 from worker.loop import Learner, load_checkpoint, save_checkpoint
 from worker.render import can_render_from_obs
@@ -63,6 +63,13 @@ class WorkerOptions:
     """Render jobs taken between steps (clips for human raters)."""
     keep_checkpoints: int = 2
     """Checkpoint files kept per experiment; older ones are deleted."""
+    recheck_labels_seconds: float = 5.0
+    """How often the stored labels are compared with those trained on, so a changed, undone or dropped label
+    stops being trained on without waiting for the next query batch."""
+    status_check_seconds: float = 1.0
+    """How often the experiment's status is read while training, so a pause takes effect within this long."""
+    policy_clip_every_seconds: float = 20.0
+    """Least time between two clips of the current policy (rendered after a checkpoint; 0 renders none)."""
 
 
 class StopFlag:
@@ -85,6 +92,10 @@ class LeaseLost(Exception):
 
 class Stopping(Exception):
     """A stop was requested while waiting for labels."""
+
+
+class Paused(Stopping):
+    """The admin paused the experiment: checkpoint and give it up until it is resumed."""
 
 
 def run_config_for(experiment: ExperimentInfo) -> RunConfig:
@@ -123,6 +134,9 @@ class ExperimentRunner:
         self.segments: dict[int, Segment] = {}  # segment id → arrays, so labels need no second read
         self.last_heartbeat = 0.0
         self.last_checkpoint = time.monotonic()
+        self.last_label_check = time.monotonic()
+        self.last_status_check = 0.0
+        self.last_policy_clip: float | None = None
         self.learner: Learner | None = None
 
     # ---- the run ----------------------------------------------------------------------------------------
@@ -159,10 +173,15 @@ class ExperimentRunner:
                 if self.stop.requested:
                     raise Stopping
                 evaluations = len(learner.curve)
-                labels_before = len(learner.labeled)
+                keys_before = [p.key for p in learner.labeled]
                 learner.step(self._ask)
+                self._recheck_labels(learner)
+                new_labels = [p.key for p in learner.labeled] != keys_before
+                if new_labels:
+                    # A point after every fit, so the page's curves move while people label: the reward model's
+                    # held-out accuracy and label count, and the policy's true return (gym envs have one).
+                    learner.evaluate()
                 self._record_evaluations(evaluations)
-                new_labels = len(learner.labeled) != labels_before
                 if new_labels or time.monotonic() - self.last_checkpoint >= self.options.checkpoint_every_seconds:
                     self._checkpoint()
                 self._render_some_clips()
@@ -170,11 +189,15 @@ class ExperimentRunner:
             if store.pending_pairs(self.experiment_id):
                 self._wait_for_labels()
             self._catch_up(learner)
-        except Stopping:
+        except Stopping as stopping:
             self._checkpoint()
             store.release(self.experiment_id, self.worker_id)
-            logger.info("experiment %s: stopped at %s steps", self.experiment_id, learner.ppo.timesteps)
-            return "stopped"
+            paused = isinstance(stopping, Paused)
+            logger.info(
+                "experiment %s: %s at %s steps", self.experiment_id, "paused" if paused else "stopped",
+                learner.ppo.timesteps,
+            )
+            return "paused" if paused else "stopped"
         evaluations = len(learner.curve)
         result = learner.finish(self.teacher)
         self._record_evaluations(evaluations)
@@ -314,8 +337,15 @@ class ExperimentRunner:
 
     # ---- ownership, clips, metrics -----------------------------------------------------------------------
     def _heartbeat(self, force: bool = False) -> None:
-        """Renew the experiment lease (at most every few seconds unless forced); LeaseLost if it is gone."""
+        """Renew the experiment lease (at most every few seconds unless forced); LeaseLost if it is gone.
+
+        Also reads the experiment's status now and then: Paused once the admin paused it.
+        """
         now = time.monotonic()
+        if now - self.last_status_check >= self.options.status_check_seconds:
+            self.last_status_check = now
+            if self.store.experiment(self.experiment_id).status == "paused":
+                raise Paused
         if not force and now - self.last_heartbeat < self.options.lease_seconds / 4:
             return
         if not self.store.acquire(self.experiment_id, self.worker_id, self.options.lease_seconds):
@@ -326,6 +356,14 @@ class ExperimentRunner:
         return process_clip_jobs(
             self.store, self.data_dir / "clips", limit=self.options.clip_jobs_per_poll, worker_id=self.worker_id
         )
+
+    def _recheck_labels(self, learner: Learner) -> None:
+        """Every few seconds, refit if the stored labels differ from those trained on (changed, undone, dropped)."""
+        now = time.monotonic()
+        if now - self.last_label_check < self.options.recheck_labels_seconds:
+            return
+        self.last_label_check = now
+        self._catch_up(learner)
 
     def _record_evaluations(self, since: int) -> None:
         """Store the evaluation points added to the learning curve since index `since` as metric series."""
@@ -343,16 +381,40 @@ class ExperimentRunner:
         folder = self._checkpoint_dir()
         path = folder / f"step-{learner.ppo.timesteps:010d}-labels-{len(learner.labeled):06d}.pt"
         save_checkpoint(path, learner, self.teacher)
+        meta: dict[str, Any] = {"worker": self.worker_id, "wall_seconds": learner.wall_seconds}
+        clip = self._render_policy_clip()
+        if clip is not None:
+            meta["policy_clip"] = clip
         self.store.add_checkpoint(
             self.experiment_id,
             learner.ppo.timesteps,
             str(path.relative_to(self.data_dir)),
             labels_used=len(learner.labeled),
-            meta={"worker": self.worker_id, "wall_seconds": learner.wall_seconds},
+            meta=meta,
         )
         self.last_checkpoint = time.monotonic()
         for old in sorted(folder.glob("step-*.pt"))[: -self.options.keep_checkpoints]:
             old.unlink(missing_ok=True)
+
+    def _render_policy_clip(self) -> str | None:
+        """A clip of the deterministic policy now, when one is due (the first, then at most one per
+        `policy_clip_every_seconds`); its path relative to the clip folder, where the experiment page finds it."""
+        learner = self._learner
+        every = self.options.policy_clip_every_seconds
+        now = time.monotonic()
+        if every <= 0 or not can_render_from_obs(learner.config.env_id):
+            return None
+        if self.last_policy_clip is not None and now - self.last_policy_clip < every:
+            return None
+        clip_dir = self.data_dir / "clips"
+        folder = clip_dir / "policy" / f"experiment-{self.experiment_id}"
+        path = folder / f"step-{learner.ppo.timesteps:010d}.mp4"
+        render_policy_clip(learner.ppo.act, learner.config.env_id, path, seed=learner.config.seed + 20_000)
+        self.last_policy_clip = now
+        for old in sorted(folder.glob("step-*.mp4"))[: -self.options.keep_checkpoints - 1]:
+            old.unlink(missing_ok=True)
+            old.with_suffix(".jpg").unlink(missing_ok=True)
+        return str(path.relative_to(clip_dir))
 
     def _resume(self, config: RunConfig) -> Learner:
         """A learner from the latest checkpoint, if any, caught up with the labels stored since."""

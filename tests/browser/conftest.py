@@ -75,7 +75,13 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture(scope="session")
 def output_dir() -> Path:
-    """Screenshots go here (git-ignored)."""
-    path = REPO_ROOT / "test-output" / "browser"
+    """Screenshots go here: $RLHF_SCREENSHOT_DIR, else test-output/browser (git-ignored)."""
+    path = Path(os.environ.get("RLHF_SCREENSHOT_DIR") or REPO_ROOT / "test-output" / "browser")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.fixture
+def page_errors() -> list[str]:
+    """Uncaught errors and console errors of the pages a test opens (it asserts there are none)."""
+    return []

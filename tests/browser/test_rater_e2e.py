@@ -35,6 +35,8 @@ BOTH_PLAYING = """() => {
   const videos = [...document.querySelectorAll('#pair-view video')];
   return videos.length === 2 && videos.every(v => v.readyState === 4 && !v.error && !v.paused && v.currentTime > 0);
 }"""
+# A new pair takes choices once it has been on screen a moment (static/label.js GUARD_MS).
+ACCEPTING = "() => document.querySelector('#pair-view').dataset.accepting === 'true'"
 
 
 def cartpole_segment(seed: int, push_right: float, rng: np.random.Generator) -> dict[str, Any]:
@@ -128,11 +130,6 @@ def queue_pairs(server: LiveServer, scenario: Scenario, count: int) -> None:
     assert response.status_code == 201, response.text
 
 
-@pytest.fixture
-def page_errors() -> list[str]:
-    return []
-
-
 @contextmanager
 def open_page(browser: Browser, width: int, height: int, errors: list[str]) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": width, "height": height})
@@ -172,6 +169,7 @@ def wait_for_new_pair_playing(page: Page, previous_pair_id: int, latencies_befor
         arg=[previous_pair_id, latencies_before],
     )
     page.wait_for_function(BOTH_PLAYING)
+    page.wait_for_function(ACCEPTING)
     return current_pair_id(page)
 
 
@@ -214,6 +212,7 @@ def label_and_export(page: Page, live_server: LiveServer, scenario: Scenario, ou
         arg=start,
     )
     page.screenshot(path=str(output_dir / "label-1280x720.png"))
+    page.wait_for_function(ACCEPTING)
 
     expected: dict[int, str] = {}
     key_cycle = list(KEYS)
@@ -231,6 +230,7 @@ def label_and_export(page: Page, live_server: LiveServer, scenario: Scenario, ou
                 "(id) => document.querySelector('#pair-view').dataset.pairId === String(id)", arg=undone_pair
             )
             page.wait_for_function(BOTH_PLAYING)
+            page.wait_for_function(ACCEPTING)
             assert page.locator("#session-count").inner_text() == "4"
             del expected[undone_pair]
             pair_id = undone_pair

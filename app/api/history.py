@@ -1,0 +1,62 @@
+"""A rater's own progress and answers: counts kept on the server, the latest answers, and changing one."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from app import crud, schemas
+from app.api.convert import label_out, segment_ref
+from app.crud import history
+from app.deps import RaterDep, SessionDep, check_experiment_access
+
+router = APIRouter(tags=["labels"])
+
+
+@router.get("/experiments/{experiment_id}/progress", response_model=schemas.RaterProgressOut)
+def get_rater_progress(experiment_id: int, session: SessionDep, rater: RaterDep) -> schemas.RaterProgressOut:
+    """The calling rater's label count and what waits: the labeling page's counters (they survive a reload)."""
+    check_experiment_access(session, rater, experiment_id)
+    assert rater.rater_id is not None
+    progress = history.rater_progress(session, experiment_id=experiment_id, rater_id=rater.rater_id)
+    return schemas.RaterProgressOut(
+        labels=progress.labels,
+        pairs_waiting=progress.pairs_waiting,
+        held_by_others=progress.held_by_others,
+        holding=progress.holding,
+    )
+
+
+@router.get("/experiments/{experiment_id}/labels/mine", response_model=list[schemas.HistoryEntryOut])
+def list_my_labels(
+    experiment_id: int,
+    session: SessionDep,
+    rater: RaterDep,
+    limit: Annotated[int, Query(ge=1, le=200, description="How many of the latest answers.")] = 20,
+) -> list[schemas.HistoryEntryOut]:
+    """The calling rater's latest answers in the experiment, newest first, with both clips of each pair."""
+    check_experiment_access(session, rater, experiment_id)
+    assert rater.rater_id is not None
+    experiment = crud.get_experiment(session, experiment_id=experiment_id)
+    entries = history.rater_history(session, experiment_id=experiment_id, rater_id=rater.rater_id, limit=limit)
+    return [
+        schemas.HistoryEntryOut(
+            label_id=entry.label_id,
+            pair_id=entry.pair_id,
+            choice=entry.choice,  # type: ignore[arg-type]
+            created_at=entry.created_at,
+            left=segment_ref(entry.left_segment_id, entry.left_clip_status),
+            right=segment_ref(entry.right_segment_id, entry.right_clip_status),
+            changeable=experiment.status != "done",
+        )
+        for entry in entries
+    ]
+
+
+@router.put("/labels/{label_id}", response_model=schemas.LabelOut)
+def change_label(label_id: int, body: schemas.LabelChange, session: SessionDep, rater: RaterDep) -> schemas.LabelOut:
+    """Change one of the calling rater's answers (a new label id replaces it); 409 once the experiment is done."""
+    assert rater.rater_id is not None
+    label = history.change_label(session, rater_id=rater.rater_id, label_id=label_id, choice=body.choice)
+    return label_out(label)

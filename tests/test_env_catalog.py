@@ -1,0 +1,28 @@
+"""The web process's list of runnable environments (app/env_catalog.py) matches what the worker runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.env_catalog import ENVS
+from worker.config import RunConfig
+from worker.env_settings import ENV_SETTINGS
+from worker.envs import describe_env
+from worker.render import can_render_from_obs
+
+
+def test_the_catalog_lists_every_env_the_worker_has_settings_for() -> None:
+    assert set(ENVS) == set(ENV_SETTINGS)
+
+
+@pytest.mark.parametrize("env_id", sorted(ENV_SETTINGS))
+def test_catalog_entry_matches_the_worker(env_id: str) -> None:
+    entry = ENVS[env_id]
+    spaces = describe_env(env_id)
+    assert entry["obs_shape"] == list(spaces.obs_shape)
+    assert entry["action_shape"] == ([] if spaces.discrete else list(spaces.action_shape))
+    assert entry["action_dtype"] == ("int64" if spaces.discrete else "float32")
+    assert entry["num_actions"] == (spaces.num_actions if spaces.discrete else None)
+    assert entry["segment_length"] == ENV_SETTINGS[env_id].segment_length
+    assert entry["label_budget"] == RunConfig().labels
+    assert entry["renders_clips"] == can_render_from_obs(env_id)
