@@ -8,14 +8,15 @@ from fastapi import APIRouter, Query
 
 from app import crud, schemas
 from app.api.convert import label_out, segment_ref
+from app.api.responses import API_ERRORS, errors
 from app.crud import history
-from app.deps import RaterDep, SessionDep, check_experiment_access
+from app.deps import PathId, RaterDep, SessionDep, check_experiment_access
 
-router = APIRouter(tags=["labels"])
+router = APIRouter(tags=["labels"], responses=errors(*API_ERRORS))
 
 
-@router.get("/experiments/{experiment_id}/progress", response_model=schemas.RaterProgressOut)
-def get_rater_progress(experiment_id: int, session: SessionDep, rater: RaterDep) -> schemas.RaterProgressOut:
+@router.get("/experiments/{experiment_id}/progress", response_model=schemas.RaterProgressOut, responses=errors(404))
+def get_rater_progress(experiment_id: PathId, session: SessionDep, rater: RaterDep) -> schemas.RaterProgressOut:
     """The calling rater's label count and what waits: the labeling page's counters (they survive a reload)."""
     check_experiment_access(session, rater, experiment_id)
     assert rater.rater_id is not None
@@ -28,9 +29,11 @@ def get_rater_progress(experiment_id: int, session: SessionDep, rater: RaterDep)
     )
 
 
-@router.get("/experiments/{experiment_id}/labels/mine", response_model=list[schemas.HistoryEntryOut])
+@router.get(
+    "/experiments/{experiment_id}/labels/mine", response_model=list[schemas.HistoryEntryOut], responses=errors(404)
+)
 def list_my_labels(
-    experiment_id: int,
+    experiment_id: PathId,
     session: SessionDep,
     rater: RaterDep,
     limit: Annotated[int, Query(ge=1, le=200, description="How many of the latest answers.")] = 20,
@@ -54,8 +57,8 @@ def list_my_labels(
     ]
 
 
-@router.put("/labels/{label_id}", response_model=schemas.LabelOut)
-def change_label(label_id: int, body: schemas.LabelChange, session: SessionDep, rater: RaterDep) -> schemas.LabelOut:
+@router.put("/labels/{label_id}", response_model=schemas.LabelOut, responses=errors(404))
+def change_label(label_id: PathId, body: schemas.LabelChange, session: SessionDep, rater: RaterDep) -> schemas.LabelOut:
     """Change one of the calling rater's answers (a new label id replaces it); 409 once the experiment is done."""
     assert rater.rater_id is not None
     label = history.change_label(session, rater_id=rater.rater_id, label_id=label_id, choice=body.choice)

@@ -12,13 +12,14 @@ from sqlalchemy import select
 
 from app import crud, schemas
 from app.api.convert import API_PREFIX, segment_ref
+from app.api.responses import API_ERRORS, errors
 from app.crud import review
-from app.deps import AdminDep, SessionDep, SettingsDep
+from app.deps import AdminDep, PathId, SessionDep, SettingsDep
 from app.env_catalog import ENVS
 from app.errors import NotFound
 from app.models import Checkpoint
 
-router = APIRouter(tags=["review"])
+router = APIRouter(tags=["review"], responses=errors(*API_ERRORS))
 
 # Checkpoint meta key under which the worker records the policy clip it rendered (a path in the clip folder).
 POLICY_CLIP_KEY = "policy_clip"
@@ -30,8 +31,8 @@ def list_envs(_admin: AdminDep) -> list[schemas.EnvOut]:
     return [schemas.EnvOut(env_id=env_id, **fields) for env_id, fields in ENVS.items()]
 
 
-@router.get("/experiments/{experiment_id}/queue", response_model=schemas.QueueOut)
-def get_queue(experiment_id: int, session: SessionDep, settings: SettingsDep, _admin: AdminDep) -> schemas.QueueOut:
+@router.get("/experiments/{experiment_id}/queue", response_model=schemas.QueueOut, responses=errors(404))
+def get_queue(experiment_id: PathId, session: SessionDep, settings: SettingsDep, _admin: AdminDep) -> schemas.QueueOut:
     """Pending pairs and every live lease: who holds which pair until when (admin)."""
     view = review.queue_view(session, experiment_id=experiment_id)
     return schemas.QueueOut(
@@ -42,9 +43,11 @@ def get_queue(experiment_id: int, session: SessionDep, settings: SettingsDep, _a
     )
 
 
-@router.get("/experiments/{experiment_id}/disagreements", response_model=list[schemas.DisagreementOut])
+@router.get(
+    "/experiments/{experiment_id}/disagreements", response_model=list[schemas.DisagreementOut], responses=errors(404)
+)
 def list_disagreements(
-    experiment_id: int,
+    experiment_id: PathId,
     session: SessionDep,
     _admin: AdminDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -62,9 +65,13 @@ def list_disagreements(
     ]
 
 
-@router.post("/experiments/{experiment_id}/raters/{rater_id}/labels/drop", response_model=schemas.DroppedLabels)
+@router.post(
+    "/experiments/{experiment_id}/raters/{rater_id}/labels/drop",
+    response_model=schemas.DroppedLabels,
+    responses=errors(404),
+)
 def drop_rater_labels(
-    experiment_id: int, rater_id: int, session: SessionDep, _admin: AdminDep
+    experiment_id: PathId, rater_id: PathId, session: SessionDep, _admin: AdminDep
 ) -> schemas.DroppedLabels:
     """Remove every label of the rater in the experiment; the worker stops training on them at its next fit
     and their pairs wait for labels again. The response holds the removed labels (admin)."""
@@ -86,10 +93,10 @@ def _latest_policy_clip(session: SessionDep, experiment_id: int) -> Checkpoint |
 @router.get(
     "/experiments/{experiment_id}/policy",
     response_model=schemas.PolicyClipOut,
-    responses={204: {"description": "The worker has not rendered the policy yet; poll again later."}},
+    responses={204: {"description": "The worker has not rendered the policy yet; poll again later."}, **errors(404)},
 )
 def get_policy_clip_info(
-    experiment_id: int, session: SessionDep, _admin: AdminDep
+    experiment_id: PathId, session: SessionDep, _admin: AdminDep
 ) -> schemas.PolicyClipOut | Response:
     """The step and label count of the latest clip of the current policy, and its URL (admin)."""
     checkpoint = _latest_policy_clip(session, experiment_id)
@@ -102,8 +109,10 @@ def get_policy_clip_info(
     )
 
 
-@router.get("/experiments/{experiment_id}/policy/clip", response_class=FileResponse)
-def get_policy_clip(experiment_id: int, session: SessionDep, settings: SettingsDep, _admin: AdminDep) -> FileResponse:
+@router.get("/experiments/{experiment_id}/policy/clip", response_class=FileResponse, responses=errors(404))
+def get_policy_clip(
+    experiment_id: PathId, session: SessionDep, settings: SettingsDep, _admin: AdminDep
+) -> FileResponse:
     """The latest MP4 of the deterministic policy, rendered by the worker after a checkpoint (admin)."""
     checkpoint = _latest_policy_clip(session, experiment_id)
     if checkpoint is None:

@@ -12,8 +12,13 @@ from app import crud
 from app.settings import Settings
 
 
-def lease(client: TestClient, world: World, rater: int) -> int:
-    response = client.post(f"/api/v1/experiments/{world.experiment_id}/leases", headers=world.rater_headers(rater))
+def lease(client: TestClient, world: World, rater: int, shown: tuple[int, ...] = ()) -> int:
+    """A pair for the rater; `shown` are pairs it holds already on screen (a lease hands those back first)."""
+    response = client.post(
+        f"/api/v1/experiments/{world.experiment_id}/leases",
+        params={"exclude": list(shown)},
+        headers=world.rater_headers(rater),
+    )
     assert response.status_code == 200, response.text
     return int(response.json()["pair_id"])
 
@@ -35,7 +40,7 @@ def progress(client: TestClient, world: World, rater: int) -> dict:
 def test_progress_counts_labels_across_sessions_and_pairs_others_hold(client: TestClient, world: World) -> None:
     assert progress(client, world, 0) == {"labels": 0, "pairs_waiting": 3, "held_by_others": 0, "holding": 0}
     first = lease(client, world, 0)
-    lease(client, world, 0)
+    lease(client, world, 0, shown=(first,))
     assert progress(client, world, 1) == {"labels": 0, "pairs_waiting": 3, "held_by_others": 2, "holding": 0}
     label(client, world, 0, first, "left")
     assert progress(client, world, 0) == {"labels": 1, "pairs_waiting": 2, "held_by_others": 0, "holding": 1}
@@ -45,7 +50,9 @@ def test_progress_counts_labels_across_sessions_and_pairs_others_hold(client: Te
 
 def test_history_lists_answers_newest_first_and_a_change_replaces_one(client: TestClient, world: World) -> None:
     experiment = f"/api/v1/experiments/{world.experiment_id}"
-    pairs = [lease(client, world, 0) for _ in range(3)]
+    pairs: list[int] = []
+    for _ in range(3):
+        pairs.append(lease(client, world, 0, shown=tuple(pairs)))
     choices = ["left", "right", "skip"]
     labels = [label(client, world, 0, pair_id, choice) for pair_id, choice in zip(pairs, choices, strict=True)]
     history = client.get(f"{experiment}/labels/mine", headers=world.rater_headers(0)).json()
@@ -126,7 +133,8 @@ def test_disagreements_and_dropping_a_raters_labels(client: TestClient, rng: np.
         assert pair["labels_count"] == 1 and pair["status"] == "pending"
     assert client.get(f"{experiment}/disagreements").json() == []
     # The pairs wait again: the third rater can label them.
-    assert {lease(client, world, 2), lease(client, world, 2)} == set(answers[1])
+    first = lease(client, world, 2)
+    assert {first, lease(client, world, 2, shown=(first,))} == set(answers[1])
     missing = client.post(f"{experiment}/raters/999/labels/drop")
     assert missing.status_code == 404 and missing.json()["field"] == "rater_id"
     assert (
