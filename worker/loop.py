@@ -200,7 +200,9 @@ class Learner:
         # like CartPole solves it whatever the labels said, even random ones: anchor only when the answers
         # themselves show that ending matters.
         anchor = labels_rank_by_ending(labeled)
-        self.reward_model.set_normalization(self.candidates, anchor_on_ended=anchor)
+        # Answers that lean on ending are evidence enough; otherwise the model must predict held-out labels.
+        trusted = anchor or self.reward_model.beats_chance
+        self.reward_model.set_normalization(self.candidates, anchor_on_ended=anchor, trusted=trusted)
 
     def step(self, ask: LabelSource) -> dict[str, float]:
         """One iteration: maybe evaluate, collect a rollout, ask and fit when labels are due, one PPO update.

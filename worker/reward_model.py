@@ -103,6 +103,8 @@ class RewardEnsemble:
         self.obs_mean = np.zeros(obs_dim, dtype=np.float32)
         self.obs_std = np.ones(obs_dim, dtype=np.float32)
         self.validation_accuracy = float("nan")
+        self.validation_strict = 0
+        self.trusted = True
         self.reward_offset = 0.0
         self.reward_scale = 1.0
 
@@ -166,8 +168,11 @@ class RewardEnsemble:
             actions: (T, N, *action_shape).
 
         Returns:
-            (T, N) float32 rewards, shifted by `reward_offset` and divided by `reward_scale`.
+            (T, N) float32 rewards, shifted by `reward_offset` and divided by `reward_scale`; zeros while the
+            model is not `trusted`.
         """
+        if not self.trusted:
+            return np.zeros(obs.shape[:2], np.float32)
         batch_shape = obs.shape[:2]
         count = batch_shape[0] * batch_shape[1]
         feats = self.features(
@@ -176,7 +181,9 @@ class RewardEnsemble:
         raw = self.member_rewards(feats).mean(0).cpu().numpy()
         return ((raw - self.reward_offset) / self.reward_scale).reshape(batch_shape).astype(np.float32)
 
-    def set_normalization(self, recent_segments: Sequence[Segment], anchor_on_ended: bool) -> None:
+    def set_normalization(
+        self, recent_segments: Sequence[Segment], anchor_on_ended: bool, trusted: bool = True
+    ) -> None:
         """Fix the offset and scale of the rewards given to PPO from recent segments.
 
         The offset matters more than it looks when an agent can end its episode: PPO gives a terminated episode
@@ -189,7 +196,11 @@ class RewardEnsemble:
         The scale is the root mean square of the shifted rewards over the recent segments' live steps: the std
         when centred on the mean, and about 1 per step for a CartPole-like "alive beats ended" reward (whose
         std alone may be tiny, which would blow the rewards up).
+
+        Scaling to unit size also amplifies a model that learned nothing but noise (random labels fit by chance)
+        into a reward PPO will chase; an untrusted model gives zero reward instead.
         """
+        self.trusted = trusted
         feats = self.segment_features(recent_segments)
         alive = ~torch.as_tensor(np.stack([s.ended for s in recent_segments]), device=self.device)
         step_rewards = self.member_rewards(feats).mean(0)[alive]
@@ -280,7 +291,16 @@ class RewardEnsemble:
         if val_pairs:
             metrics["reward/val_loss"] = float(best_loss.mean())
             metrics["reward/val_accuracy"] = self.validation_accuracy = self.accuracy(val_pairs)
+            self.validation_strict = sum(p.choice in ("left", "right") for p in val_pairs)
         return metrics
+
+    @property
+    def beats_chance(self) -> bool:
+        """Held-out accuracy above chance by two standard errors (no verdict yet, under 5 labels, counts as True)."""
+        n = self.validation_strict
+        if n < 5 or not math.isfinite(self.validation_accuracy):
+            return True
+        return self.validation_accuracy > 0.5 + 2 * math.sqrt(0.25 / n)
 
     def accuracy(self, pairs: Sequence[LabeledPair]) -> float:
         """Share of strict (left/right) labels whose side the ensemble mean prefers; NaN if there are none."""
@@ -338,6 +358,8 @@ class RewardEnsemble:
             "reward_offset": self.reward_offset,
             "reward_scale": self.reward_scale,
             "validation_accuracy": self.validation_accuracy,
+            "validation_strict": self.validation_strict,
+            "trusted": self.trusted,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -347,3 +369,5 @@ class RewardEnsemble:
         self.reward_offset = float(state["reward_offset"])
         self.reward_scale = float(state["reward_scale"])
         self.validation_accuracy = float(state["validation_accuracy"])
+        self.validation_strict = int(state.get("validation_strict", 0))
+        self.trusted = bool(state.get("trusted", True))

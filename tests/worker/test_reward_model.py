@@ -127,3 +127,22 @@ def test_each_fit_standardizes_by_all_labels_so_far_and_same_labels_give_the_sam
     again = make_model()
     again.fit(narrow + wide)
     np.testing.assert_array_equal(model.segment_sums(probe), again.segment_sums(probe))
+
+
+def test_a_model_that_does_not_beat_chance_on_held_out_labels_gives_zero_reward(rng):
+    model = make_model()
+    model.fit(labeled_pairs(rng, 60))
+    segments = [random_segment(rng) for _ in range(10)]
+    obs = np.stack([s.obs for s in segments], axis=1)  # (T, N, obs_dim)
+    actions = np.zeros(obs.shape[:2], np.int64)
+    model.set_normalization(segments, anchor_on_ended=False)
+    assert np.abs(model.rewards(obs, actions)).max() > 0.1
+    model.set_normalization(segments, anchor_on_ended=False, trusted=False)
+    assert not model.rewards(obs, actions).any()
+    # Trust needs held-out accuracy two standard errors above a coin: 0.5 + 2 * sqrt(0.25 / 20) = 0.724.
+    model.validation_strict, model.validation_accuracy = 20, 0.70
+    assert not model.beats_chance
+    model.validation_accuracy = 0.75
+    assert model.beats_chance
+    model.validation_strict, model.validation_accuracy = 4, 0.5  # too few to judge
+    assert model.beats_chance
