@@ -464,5 +464,19 @@ historyBox.addEventListener("toggle", () => {
   if (historyBox.open) loadHistory();
 });
 
+// Leaving the page hands its pairs back at once, so nobody waits for the lease to expire (it stays the backstop
+// when the beacon never arrives). A reload or a second tab gets the pairs this rater still holds first.
+window.addEventListener("pagehide", () => {
+  const held = [state.current, ...state.upcoming].filter(Boolean);
+  for (const pair of held) {
+    const body = new URLSearchParams({ csrf_token: csrfToken, expires_at: pair.lease.expires_at });
+    navigator.sendBeacon(`/api/v1/leases/${pair.lease.lease_id}/release`, body);
+  }
+});
+// Restored from the back-forward cache, the page's pairs were released on the way out: start afresh.
+window.addEventListener("pageshow", (event) => {
+  if (event.persisted) location.reload();
+});
+
 undoButton.disabled = state.sessionCount === 0;
 fillQueue();

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Form, Query, Request, Response, status
 
 from app import crud, schemas, stats
 from app.api.convert import lease_out, pair_out
@@ -99,8 +100,18 @@ def release_lease(lease_id: PathId, session: SessionDep, rater: RaterDep) -> Non
 
 
 @router.post("/leases/{lease_id}/release", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404))
-def release_lease_by_beacon(lease_id: PathId, session: SessionDep, rater: BeaconRaterDep) -> None:
+def release_lease_by_beacon(
+    lease_id: PathId,
+    session: SessionDep,
+    rater: BeaconRaterDep,
+    expires_at: Annotated[
+        datetime | None,
+        Form(description="The lease's expiry as the page was given it: only that term is released, not one a "
+             "reloaded page was handed since."),
+    ] = None,
+) -> None:
     """As DELETE /leases/{lease_id}, for a page leaving (`navigator.sendBeacon` on pagehide), which can send
     no headers: with the session cookie the CSRF token comes as the form field `csrf_token`."""
     assert rater.rater_id is not None
-    crud.release_lease(session, lease_id=lease_id, rater_id=rater.rater_id)
+    term = expires_at.astimezone(UTC) if expires_at is not None else None
+    crud.release_lease(session, lease_id=lease_id, rater_id=rater.rater_id, expires_at=term)

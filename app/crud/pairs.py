@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, delete, exists, func, select
+from sqlalchemy import Integer, bindparam, delete, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import CursorResult
@@ -216,8 +216,8 @@ def lease_pair(
 ) -> LeaseInfo | None:
     """The rater's next pair: one they hold already, else a new lease; None when nothing is waiting.
 
-    A pair the rater holds (a live lease on a pending pair) comes first, oldest first, as it was leased (its
-    expiry unchanged), unless it is in `exclude_pair_ids` (the pairs the caller shows already). Otherwise, while
+    A pair the rater holds (a live lease on a pending pair) comes first, oldest first, for a new lease term,
+    unless it is in `exclude_pair_ids` (the pairs the caller shows already). Otherwise, while
     the rater holds fewer than `max_held` pairs (None: no cap), the highest-priority pair is leased, newest
     first among equals. A pair is offered while its labels plus live leases fall short of `labels_wanted`, and
     never to a rater who labeled it or holds it. On PostgreSQL the rater's row is locked first, so one rater's
@@ -242,12 +242,17 @@ def lease_pair(
         held = connection.execute(statements["held"], params).all()
         for lease in held:
             if lease.id not in exclude_pair_ids:
+                # Handed back for a new term: a page that left (a reload) releases its old term by beacon,
+                # which may arrive after the new page asked; naming the old expiry, it releases nothing.
+                connection.execute(
+                    update(Lease).where(Lease.id == lease.lease_id).values(created_at=now, expires_at=expires_at)
+                )
                 return LeaseInfo(
                     lease_id=lease.lease_id,
                     pair_id=lease.id,
                     experiment_id=experiment_id,
                     rater_id=rater_id,
-                    expires_at=as_utc(lease.expires_at),
+                    expires_at=as_utc(expires_at),
                     left_segment_id=lease.left_segment_id,
                     right_segment_id=lease.right_segment_id,
                     left_clip_status=lease.left_clip_status,
@@ -290,11 +295,16 @@ def lease_pair(
         return None
 
 
-def release_lease(session: Session, *, rater_id: int, lease_id: int) -> None:
-    """Hand a leased pair back to the pool before it expires (the rater left or skipped ahead)."""
+def release_lease(session: Session, *, rater_id: int, lease_id: int, expires_at: datetime | None = None) -> None:
+    """Hand a leased pair back to the pool before it expires (the rater left or skipped ahead).
+
+    With `expires_at`, only that term of the lease is released: a page that left names the term it was given,
+    and a term handed out since (to the reloaded page) stays.
+    """
     with write_transaction(session):
-        result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
-            delete(Lease).where(Lease.id == lease_id, Lease.rater_id == rater_id)
-        )
+        which = delete(Lease).where(Lease.id == lease_id, Lease.rater_id == rater_id)
+        if expires_at is not None:
+            which = which.where(Lease.expires_at == expires_at)
+        result: CursorResult[Any] = session.execute(which)  # type: ignore[assignment]
         if result.rowcount == 0:
             raise NotFound("lease_id", f"no lease {lease_id} held by this rater")

@@ -211,8 +211,18 @@ def test_a_rater_gets_held_pairs_first_and_holds_at_most_the_cap(client: TestCli
     world = build_world(client, rng, pairs=5, raters=2)  # the cap is 3 (RLHF_MAX_LEASES_PER_RATER)
     first = _lease(client, world)
     assert first is not None
-    again = _lease(client, world)  # a reload: the held pair comes back, its lease unchanged
-    assert again == first
+    again = _lease(client, world)  # a reload: the held pair comes back, for a new term
+    assert again is not None and again["expires_at"] > first["expires_at"]
+    assert {**again, "expires_at": None} == {**first, "expires_at": None}
+    # The page that left releases the term it was given: the term handed back since stays.
+    late_beacon = client.post(
+        f"/api/v1/leases/{first['lease_id']}/release",
+        data={"expires_at": first["expires_at"]},
+        headers=world.rater_headers(0),
+    )
+    assert late_beacon.status_code == 404
+    still = _lease(client, world)
+    assert still is not None and still["lease_id"] == again["lease_id"]
     second = _lease(client, world, exclude=[first["pair_id"]])
     assert second is not None
     third = _lease(client, world, exclude=[first["pair_id"], second["pair_id"]])

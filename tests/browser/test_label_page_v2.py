@@ -182,7 +182,10 @@ def test_waiting_page_says_others_hold_the_pairs(
         second = admin.post("/api/v1/invites", json=invite)
     assert second.status_code == 201
     with holder:
-        held = [holder.post(f"/api/v1/experiments/{scenario.experiment_id}/leases") for _ in range(3)]
+        held: list[httpx.Response] = []
+        for _ in range(3):  # a lease hands back a held pair first, unless it is named as shown already
+            shown = {"exclude": [response.json()["pair_id"] for response in held]}
+            held.append(holder.post(f"/api/v1/experiments/{scenario.experiment_id}/leases", params=shown))
         assert [response.status_code for response in held] == [200, 200, 200]
         other = Scenario(scenario.experiment_id, scenario.segment_ids, second.json()["rater_id"], "v2-held-second",
                          second.json()["invite_url"])  # fmt: skip
@@ -201,4 +204,38 @@ def test_waiting_page_says_others_hold_the_pairs(
             assert release.status_code == 204
             page.wait_for_function(BOTH_PLAYING)
             assert current_pair_id(page) == held[0].json()["pair_id"]
+    assert page_errors == []
+
+
+def test_a_reload_gets_the_same_pair_back_and_leaving_releases_every_held_pair(
+    browser: Browser, live_server: LiveServer, page_errors: list[str], rng: np.random.Generator
+) -> None:
+    scenario = create_experiment(live_server, "v2-leave", 5, rng)
+    queue_pairs(live_server, scenario, 5)
+
+    def held() -> list[int]:
+        with live_server.admin() as admin:
+            queue = admin.get(f"/api/v1/experiments/{scenario.experiment_id}/queue").json()
+        return sorted(lease["pair_id"] for lease in queue["leases"])
+
+    with open_page(browser, 1280, 720, page_errors) as page:
+        sign_in(page, live_server, scenario)
+        page.wait_for_function(BOTH_PLAYING)
+        page.wait_for_function("() => window.rlhfLabeler.state.upcoming.length === 2")
+        shown = current_pair_id(page)
+        holding = held()
+        assert len(holding) == 3 and shown in holding  # the pair on screen and the two prefetched
+
+        page.reload()
+        page.wait_for_function(BOTH_PLAYING)
+        page.wait_for_function("() => window.rlhfLabeler.state.upcoming.length === 2")
+        assert current_pair_id(page) == shown  # the pair this rater held comes back first
+        assert held() == holding  # released on the way out, leased again: the same three, no more
+
+        page.goto("about:blank")
+        for _ in range(50):  # the beacons are sent as the page goes; give the server a moment
+            if not held():
+                break
+            page.wait_for_timeout(100)
+        assert held() == []
     assert page_errors == []
