@@ -4,9 +4,10 @@
 
 Per env: the segment starts after 20 steps of small random actions (small, so Hopper and Walker2d stay up and
 all 50 frames are drawn); its start state is set and its actions replayed, as the worker does for a rater clip.
-Rows: `render_frames` alone (step + offscreen render at gymnasium's 480x480) and `render_clip` (render in the
-render thread while the previous frame encodes, plus the poster), warm (the env and GL context already made),
-median over --runs. The GL backend is the one worker/render.py picked (MUJOCO_GL).
+Rows: `render_frames` alone (step + offscreen render at worker/render.py's MUJOCO_CLIP_SIZE, without shadows
+and reflections) and `render_clip` (render in the render thread while the previous frame encodes, plus the
+poster), warm (the env and GL context already made), median over --runs. The GL backend is the one
+worker/render.py picked (MUJOCO_GL).
 """
 
 from __future__ import annotations
@@ -14,15 +15,19 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import gymnasium as gym
-import numpy as np
+# Run as a script, this folder comes first on sys.path, where `import mujoco` would find bench/mujoco.py.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from worker.envs import physics_state
-from worker.render import GL_BACKEND, render_clip, render_frames
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+
+from worker.envs import physics_state  # noqa: E402
+from worker.render import GL_BACKEND, render_clip, render_frames  # noqa: E402
 
 ENVS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Swimmer-v5", "Ant-v5", "Reacher-v5")
 

@@ -108,9 +108,30 @@ def _rgb_env(env_id: str) -> gym.Env:
             validate_env_id(env_id)  # a missing `mujoco` extra: EnvUnavailable, one line
             if is_mujoco_env(env_id) and choose_gl_backend() is None:
                 raise RenderUnavailable(GL_MISSING)
-            env = gym.make(env_id, render_mode="rgb_array")
+            if is_mujoco_env(env_id):
+                env = _mujoco_rgb_env(env_id)
+            else:
+                env = gym.make(env_id, render_mode="rgb_array")
             _envs[env_id] = env
         return env
+
+
+# MuJoCo clips: 240x240 without shadows, reflections and skybox. On Mesa's software renderer that draws a
+# HalfCheetah frame in about 43 ms instead of 408 at gymnasium's 480x480 with all three (one core, this machine).
+MUJOCO_CLIP_SIZE = 240
+MUJOCO_FLAGS_OFF = ("mjRND_SHADOW", "mjRND_REFLECTION", "mjRND_SKYBOX")
+
+
+def _mujoco_rgb_env(env_id: str) -> gym.Env:
+    import mujoco
+
+    env = gym.make(env_id, render_mode="rgb_array", width=MUJOCO_CLIP_SIZE, height=MUJOCO_CLIP_SIZE)
+    env.reset(seed=0)
+    _first_frame(env, env_id)  # makes the renderer and its GL context, in this (the render) thread
+    scene = env.unwrapped.mujoco_renderer.viewer.scn  # type: ignore[attr-defined]
+    for flag in MUJOCO_FLAGS_OFF:
+        scene.flags[getattr(mujoco.mjtRndFlag, flag)] = 0
+    return env
 
 
 def _first_frame(env: gym.Env, env_id: str) -> np.ndarray:

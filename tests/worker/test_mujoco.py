@@ -127,7 +127,7 @@ def test_a_clip_replays_exactly_its_segment_and_two_segments_give_different_fram
         assert info["frame_count"] == len(segment)
         clips.append(_decode(tmp_path / f"clip{i}.mp4"))
     assert [len(c) for c in clips] == [8, 8]
-    assert clips[0].shape[1:] == (480, 480, 3)
+    assert clips[0].shape[1:] == (render.MUJOCO_CLIP_SIZE, render.MUJOCO_CLIP_SIZE, 3)
     # Consecutive frames move; the two segments' clips differ frame by frame.
     assert np.abs(clips[0][0].astype(int) - clips[0][-1].astype(int)).mean() > 0.5
     assert np.abs(clips[0].astype(int) - clips[1].astype(int)).mean(axis=(1, 2, 3)).min() > 0.5
