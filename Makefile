@@ -2,14 +2,14 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-fast services browser lint bench
+.PHONY: setup demo test test-fast services browser gl lint bench
 
 # The CPU torch wheel goes in first: a bare torch requirement would pull a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,mujoco]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -26,11 +26,15 @@ services:
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 
-test: setup services browser
+# EGL and Mesa's software rasterizer, for MuJoCo clips without a display (worker/render.py picks EGL, else OSMesa).
+gl:
+	@ldconfig -p | grep -q 'libEGL.so.1 ' || (apt-get update -qq && apt-get install -y -qq libegl1 libgl1-mesa-dri)
+
+test: setup services browser gl
 	$(VENV)/bin/pytest
 
 # The fast tier: no learning tests, no server or worker processes, no browser (under 90 s on two cores).
-test-fast: setup services
+test-fast: setup services gl
 	$(VENV)/bin/pytest -m "not slow and not process and not browser"
 
 lint: setup

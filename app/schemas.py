@@ -187,6 +187,11 @@ class RenderSpec(StrictModel):
     )
     first_frame: Count = 0
     fps: int = Field(default=30, ge=1, le=120)
+    start_state: list[float] | None = Field(
+        default=None,
+        max_length=10_000,
+        description="MuJoCo envs: qpos then qvel set right after the reset, so the replay starts mid-episode.",
+    )
 
 
 class SegmentIn(StrictModel):

@@ -267,6 +267,15 @@ def run_via_server(args: argparse.Namespace, config) -> int:  # noqa: ANN001 - R
     return 0
 
 
+def check_rendering() -> None:
+    """CliError (one line, exit 2) when the `mujoco` extra is installed but no OpenGL library can render its clips."""
+    from worker.envs import mujoco_installed
+    from worker.render import GL_MISSING, choose_gl_backend
+
+    if mujoco_installed() and choose_gl_backend() is None:
+        raise CliError(GL_MISSING)
+
+
 def command_worker(args: argparse.Namespace) -> int:
     import logging
 
@@ -276,6 +285,7 @@ def command_worker(args: argparse.Namespace) -> int:
 
     if args.lease_seconds <= 0 or args.poll_seconds <= 0:
         raise CliError("--lease-seconds/--poll-seconds: must be > 0")
+    check_rendering()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     stop = StopFlag()
     stop.install()
@@ -344,6 +354,7 @@ def command_serve(args: argparse.Namespace) -> int:
     from app.main import create_app
     from app.settings import Settings
 
+    check_rendering()
     settings = Settings()
     admin_token, invite_token = prepare_database(settings, with_demo=not args.no_demo)
 

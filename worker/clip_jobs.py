@@ -26,7 +26,7 @@ def _clip_paths(content_hash: str) -> tuple[str, str]:
 
 
 def render_spec_hash(spec: dict[str, Any], actions: list[Any], frame_count: int) -> str:
-    """Content hash of a replay: the same env, seed, actions and frame range always give the same clip."""
+    """Content hash of a replay: the same env, seed, start state, actions and frame range give the same clip."""
     key = {
         "v": RENDERER_VERSION,
         "env_id": spec["env_id"],
@@ -36,6 +36,8 @@ def render_spec_hash(spec: dict[str, Any], actions: list[Any], frame_count: int)
         "frames": frame_count,
         "fps": spec.get("fps", 30),
     }
+    if spec.get("start_state") is not None:  # absent from the key otherwise, so older clips keep their hash
+        key["start_state"] = spec["start_state"]
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -89,6 +91,7 @@ def make_clip(store: ExperimentStore, job: RenderJob, clip_dir: Path) -> str:
                 fps=fps,
                 first_frame=int(spec.get("first_frame", 0)),
                 frame_count=len(segment),
+                start_state=spec.get("start_state"),
             )
             info = {k: rendered[k] for k in ("frame_count", "width", "height")}
     store.attach_clip(

@@ -51,12 +51,20 @@ class PPOConfig:
     """normalize observations with a running mean/std (kept in the trainer, saved in state_dict)"""
     obs_clip: float = 10.0
     """clip normalized observations to [-obs_clip, obs_clip]"""
+    norm_reward: bool = False
+    """scale rewards (true or learned) by a running std of the discounted return, as SB3's VecNormalize and
+    CleanRL's NormalizeReward do; kept in the trainer, saved in state_dict"""
+    reward_clip: float = 10.0
+    """clip scaled rewards to [-reward_clip, reward_clip] (with norm_reward)"""
     hidden_size: int = 64
     """width of the two hidden layers of the actor and of the critic"""
     activation: str = "tanh"
     """hidden-layer activation: "tanh" (CleanRL, SB3) or "relu" """
     init_log_std: float = 0.0
     """initial log standard deviation of the Gaussian policy (continuous actions only)"""
+    ortho_init: bool = True
+    """orthogonal init of every layer (CleanRL, SB3's default); False keeps PyTorch's default init, as rl-zoo3's
+    tuned MuJoCo settings (`ortho_init=False`) do"""
 
     def __post_init__(self) -> None:
         for name in ("num_envs", "num_steps", "update_epochs", "num_minibatches", "hidden_size"):
@@ -157,16 +165,27 @@ class RunConfig:
     """PPO hyperparameters; None picks the env's tuned ones (`worker.env_settings`)."""
 
     def resolved(self) -> RunConfig:
-        """The same config with env-dependent defaults filled in (timesteps, segment_length, exploration, ppo)."""
+        """The same config with env-dependent defaults filled in (timesteps, segment_length, exploration, ppo, and
+        the reward model and label schedule end where this config keeps their defaults)."""
         from worker.env_settings import settings_for  # env_settings is built from PPOConfig above
 
         settings = settings_for(self.env_id)
+        defaults = RunConfig()
+        # The env's reward model and label schedule apply where this config keeps the plain defaults.
+        reward_model = self.reward_model
+        if settings.reward_model is not None and reward_model == defaults.reward_model:
+            reward_model = settings.reward_model
+        schedule_end = self.label_schedule_end
+        if settings.label_schedule_end is not None and schedule_end == defaults.label_schedule_end:
+            schedule_end = settings.label_schedule_end
         return replace(
             self,
             timesteps=self.timesteps or settings.timesteps,
             segment_length=self.segment_length or settings.segment_length,
             exploration_steps=settings.exploration_steps if self.exploration_steps is None else self.exploration_steps,
             ppo=self.ppo or settings.ppo,
+            reward_model=reward_model,
+            label_schedule_end=schedule_end,
         )
 
     def to_dict(self) -> dict[str, object]:

@@ -18,8 +18,9 @@ from app import crud
 from app.db import make_engine, make_session_factory
 from app.errors import Conflict
 from app.models import Pair as PairRow
-from app.schemas import PairIn, SegmentIn
+from app.schemas import PairIn, RenderSpec, SegmentIn
 from app.settings import Settings
+from worker.envs import realtime_fps
 from worker.store import (
     CheckpointRecord,
     ClipInfo,
@@ -34,7 +35,19 @@ from worker.types import Choice, Segment
 
 
 def segment_in(segment: Segment, policy_step: int) -> SegmentIn:
-    """A worker segment as the data layer's input (float32 → JSON float → float32 is exact)."""
+    """A worker segment as the data layer's input (float32 → JSON float → float32 is exact).
+
+    A segment with a MuJoCo start state gets a render spec, so its clip is queued with it: the replay from that
+    state with the segment's own actions (float64 → JSON → float64 is exact too).
+    """
+    render = None
+    if segment.start_state is not None:
+        render = RenderSpec(
+            env_id=segment.env_id or None,
+            seed=0,
+            start_state=segment.start_state.tolist(),
+            fps=realtime_fps(segment.env_id) if segment.env_id else 30,
+        )
     return SegmentIn(
         obs=segment.obs.tolist(),
         actions=segment.actions.tolist(),
@@ -42,6 +55,7 @@ def segment_in(segment: Segment, policy_step: int) -> SegmentIn:
         ended=segment.ended.tolist(),
         env_id=segment.env_id or None,
         policy_step=policy_step,
+        render=render,
     )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from worker.config import PPOConfig
+from worker.config import PPOConfig, RewardModelConfig
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,10 @@ class EnvSettings:
     """Where these values come from and why they differ from `FALLBACK`."""
     exploration_steps: int = 0
     """Env steps of state-entropy pre-training before the first query (worker/exploration.py)."""
+    reward_model: RewardModelConfig | None = None
+    """The reward model for a run config that keeps the default one; None: `RewardModelConfig()`."""
+    label_schedule_end: float | None = None
+    """`RunConfig.label_schedule_end` for a run config that keeps the default; None: that default."""
 
 
 FALLBACK = EnvSettings(
@@ -108,6 +112,183 @@ ENV_SETTINGS: dict[str, EnvSettings] = {
         ),
     ),
 }
+
+
+# ---- MuJoCo locomotion (gymnasium[mujoco], the `mujoco` extra) ----------------------------------------------
+# PPO: rl-zoo3's hyperparams/ppo.yml for the v3 envs, the settings behind its benchmark.md table (PPO, 1M steps:
+# HalfCheetah 5819, Hopper 2410, Walker2d 3479, Swimmer 282, Ant 1327), which bench/mujoco.py measures against.
+# What every entry shares, and why:
+#   - one env, 512-step rollouts (2048 for the untuned Swimmer and Ant): rl-zoo3's; one long-running sub-env
+#     sees whole 1000-step episodes, and the policy is updated every half episode.
+#   - observation and reward normalization (rl-zoo3's `normalize: true`): MuJoCo observations mix joint angles
+#     (about ±1) with velocities (±10 and more), and the true reward's scale differs 10-fold between envs; the
+#     learned reward is scaled by the same running return std, so true and learned reward reach PPO alike.
+#   - a constant learning rate (rl-zoo3 gives plain numbers, not `lin_` schedules), the small rates it tuned.
+#   - vf_coef twice rl-zoo3's: SB3's value loss is the plain squared error, ours has CleanRL's factor 1/2.
+#   - ortho_init=False, ReLU, 256x256 networks and log std -2 where rl-zoo3's policy_kwargs say so.
+# Reward model: the paper's 1.5 s segments (dt = frame_skip x timestep differs per env, so the step count does),
+# actions as input (every locomotion reward has a control cost -0.1|a|^2 or similar that observations do not
+# show), and labels asked until 90% of the run instead of 75%: the states a faster gait reaches keep changing
+# until late in training, and the model has to keep up with them.
+_MUJOCO_REWARD_MODEL = RewardModelConfig(use_actions=True)
+_MUJOCO_TIMESTEPS = 1_000_000
+
+
+def _mujoco(ppo: PPOConfig, segment_length: int, why: str) -> EnvSettings:
+    return EnvSettings(
+        ppo=ppo,
+        timesteps=_MUJOCO_TIMESTEPS,
+        segment_length=segment_length,
+        why=why,
+        reward_model=_MUJOCO_REWARD_MODEL,
+        label_schedule_end=0.9,
+    )
+
+
+ENV_SETTINGS.update(
+    {
+        "HalfCheetah-v5": _mujoco(
+            PPOConfig(
+                num_envs=1,
+                num_steps=512,
+                num_minibatches=8,
+                update_epochs=20,
+                gamma=0.98,
+                gae_lambda=0.92,
+                learning_rate=2.0633e-5,
+                anneal_lr=False,
+                clip_coef=0.1,
+                ent_coef=4.01762e-4,
+                vf_coef=2 * 0.58096,
+                max_grad_norm=0.8,
+                norm_obs=True,
+                norm_reward=True,
+                hidden_size=256,
+                activation="relu",
+                init_log_std=-2.0,
+                ortho_init=False,
+            ),
+            segment_length=30,  # dt 0.05 s
+            why=(
+                "rl-zoo3's tuned HalfCheetah-v3 settings: 64-sample minibatches, 20 epochs, clip 0.1 and a 2e-5 "
+                "learning rate make many small steps; gamma 0.98 and lambda 0.92 because the reward (forward "
+                "speed) is immediate; 256x256 ReLU networks starting from a narrow policy (log std -2), since a "
+                "wide one makes the cheetah flip onto its back, a local optimum PPO rarely leaves."
+            ),
+        ),
+        "Hopper-v5": _mujoco(
+            PPOConfig(
+                num_envs=1,
+                num_steps=512,
+                num_minibatches=16,
+                update_epochs=5,
+                gamma=0.999,
+                gae_lambda=0.99,
+                learning_rate=9.80828e-5,
+                anneal_lr=False,
+                clip_coef=0.2,
+                ent_coef=2.29519e-3,
+                vf_coef=2 * 0.835671,
+                max_grad_norm=0.7,
+                norm_obs=True,
+                norm_reward=True,
+                hidden_size=256,
+                activation="relu",
+                init_log_std=-2.0,
+                ortho_init=False,
+            ),
+            segment_length=188,  # dt 0.008 s
+            why=(
+                "rl-zoo3's tuned Hopper-v3 settings: gamma 0.999 and lambda 0.99 because falling ends the episode "
+                "and costs all the healthy reward still to come, so the far future matters; 32-sample minibatches, "
+                "5 epochs, a 1e-4 learning rate, 256x256 ReLU networks and a narrow initial policy."
+            ),
+        ),
+        "Walker2d-v5": _mujoco(
+            PPOConfig(
+                num_envs=1,
+                num_steps=512,
+                num_minibatches=16,
+                update_epochs=20,
+                gamma=0.99,
+                gae_lambda=0.95,
+                learning_rate=5.05041e-5,
+                anneal_lr=False,
+                clip_coef=0.1,
+                ent_coef=5.85045e-4,
+                vf_coef=2 * 0.871923,
+                max_grad_norm=1.0,
+                norm_obs=True,
+                norm_reward=True,
+            ),
+            segment_length=188,  # dt 0.008 s
+            why=(
+                "rl-zoo3's tuned Walker2d-v3 settings: 32-sample minibatches, 20 epochs, clip 0.1 and a 5e-5 "
+                "learning rate; its default 64x64 tanh networks with orthogonal init (no policy_kwargs there)."
+            ),
+        ),
+        "Swimmer-v5": _mujoco(
+            PPOConfig(
+                num_envs=1,
+                num_steps=2048,
+                num_minibatches=32,
+                update_epochs=10,
+                gamma=0.9999,
+                learning_rate=3e-4,
+                anneal_lr=False,
+                vf_coef=2 * 0.5,
+                norm_obs=True,
+                norm_reward=True,
+            ),
+            segment_length=38,  # dt 0.04 s
+            why=(
+                "rl-zoo3's Swimmer-v3 entry: SB3's PPO defaults (2048-step rollouts, 64-sample minibatches, 10 "
+                "epochs, 3e-4) with normalization and gamma 0.9999: the swimmer's speed builds up over hundreds of "
+                "steps, and a shorter horizon settles for wiggling in place."
+            ),
+        ),
+        "Ant-v5": _mujoco(
+            PPOConfig(
+                num_envs=1,
+                num_steps=2048,
+                num_minibatches=32,
+                update_epochs=10,
+                learning_rate=3e-4,
+                anneal_lr=False,
+                vf_coef=2 * 0.5,
+                norm_obs=True,
+                norm_reward=True,
+            ),
+            segment_length=30,  # dt 0.05 s
+            why=(
+                "rl-zoo3's Ant-v3 entry: SB3's PPO defaults with observation and reward normalization (its tuned "
+                "Ant settings are for 10M steps). Ant-v5 observes contact forces as well (105 numbers)."
+            ),
+        ),
+        "Reacher-v5": _mujoco(
+            PPOConfig(
+                num_envs=1,
+                num_steps=512,
+                num_minibatches=16,
+                update_epochs=5,
+                gamma=0.9,
+                gae_lambda=1.0,
+                learning_rate=1.04019e-4,
+                anneal_lr=False,
+                clip_coef=0.3,
+                vf_coef=2 * 0.950368,
+                max_grad_norm=0.9,
+                norm_obs=True,
+                norm_reward=True,
+            ),
+            segment_length=25,  # dt 0.02 s; episodes are 50 steps, and a segment never crosses the time limit
+            why=(
+                "rl-zoo3's tuned Reacher-v2 settings (gamma 0.9: the reward is the distance to the target now); "
+                "segments of 0.5 s rather than 1.5 s, as an episode lasts only 1 s."
+            ),
+        ),
+    }
+)
 
 
 def settings_for(env_id: str) -> EnvSettings:

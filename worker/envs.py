@@ -7,7 +7,9 @@ returns the first observation of the next episode, reward 0 and terminated = tru
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.util
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -18,6 +20,25 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from worker.goal_env import register_sparse_goal
 
 register_sparse_goal()
+
+
+# The one line shown when a MuJoCo env is asked for without the `mujoco` extra.
+MUJOCO_MISSING = "{env_id} needs MuJoCo, which is not installed: pip install 'rlhf-loop[mujoco]'"
+
+
+class EnvUnavailable(ValueError):
+    """A registered env whose dependencies are not installed; the message says what to install, on one line."""
+
+
+def is_mujoco_env(env_id: str) -> bool:
+    """Whether `env_id` is one of Gymnasium's MuJoCo envs (HalfCheetah-v5, Hopper-v5, ...)."""
+    entry_point = gym.spec(env_id).entry_point if env_id in gym.registry else None
+    return isinstance(entry_point, str) and entry_point.startswith("gymnasium.envs.mujoco")
+
+
+def mujoco_installed() -> bool:
+    """Whether the `mujoco` package (the `mujoco` extra) can be imported."""
+    return importlib.util.find_spec("mujoco") is not None
 
 
 def import_env_module(module_name: str) -> None:
@@ -63,12 +84,16 @@ def registered_id(env_id: str) -> str:
 
 
 def validate_env_id(env_id: str) -> None:
-    """Check that `env_id` names an environment (see `registered_id` for the forms it takes).
+    """Check that `env_id` names an environment (see `registered_id` for the forms it takes) whose dependencies
+    are installed.
 
     Raises:
         ValueError: naming what is wrong.
+        EnvUnavailable: for a MuJoCo env without the `mujoco` extra (a ValueError too).
     """
-    registered_id(env_id)
+    name = registered_id(env_id)
+    if is_mujoco_env(name) and not mujoco_installed():
+        raise EnvUnavailable(MUJOCO_MISSING.format(env_id=env_id))
 
 
 def has_native_vector_env(env_id: str) -> bool:
@@ -195,6 +220,45 @@ def describe_env(env_id: str) -> EnvSpaces:
     env = make_vec_env(env_id, num_envs=1, seed=0)
     try:
         return env_spaces(env)
+    finally:
+        env.close()
+
+
+def physics_state(env: gym.Env) -> np.ndarray | None:
+    """A MuJoCo env's full physics state, qpos then qvel as one (nq + nv,) float64 array; None for other envs.
+
+    Together with the actions that follow, this is what a clip needs to replay a segment exactly
+    (`worker.render.iter_frames`): MuJoCo steps deterministically from a given state.
+    """
+    data = getattr(env.unwrapped, "data", None)
+    if data is None or not hasattr(data, "qpos"):
+        return None
+    return np.concatenate([data.qpos, data.qvel])
+
+
+def vector_physics_states(envs: VectorEnv) -> np.ndarray | None:
+    """(N, nq + nv) physics states of a sync vector env's MuJoCo sub-envs, or None for other envs."""
+    sub_envs = getattr(envs, "envs", None)
+    if not sub_envs:
+        return None
+    states = [physics_state(env) for env in sub_envs]
+    if any(state is None for state in states):
+        return None
+    return np.stack(states)  # type: ignore[arg-type]
+
+
+@functools.cache
+def realtime_fps(env_id: str, cap: int = 60) -> int:
+    """Frames per second at which a clip of one frame per env step plays in real time, at most `cap`.
+
+    MuJoCo envs take 1/dt steps per simulated second (HalfCheetah 20, Hopper 125); above `cap` a clip plays in
+    slow motion rather than at a rate browsers drop frames from. Other envs: 30.
+    """
+    if not is_mujoco_env(env_id):
+        return 30
+    env = gym.make(env_id)
+    try:
+        return max(1, min(cap, round(1.0 / env.unwrapped.dt)))  # type: ignore[attr-defined]
     finally:
         env.close()
 

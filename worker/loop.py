@@ -254,6 +254,7 @@ class Learner:
             config.segments_per_rollout + HELDOUT_PER_ROLLOUT,
             self.rng,
             config.env_id,
+            states=join_states(self.unsegmented),
         )
         self.unsegmented.clear()
         self.rng.shuffle(segments)  # type: ignore[arg-type]
@@ -379,6 +380,13 @@ def join_rollouts(
 
     return (joined("obs"), joined("actions"), joined("true_rewards"), joined("terminated"), joined("truncated"),
             joined("valid"))
+
+
+def join_states(rollouts: list[Rollout]) -> np.ndarray | None:
+    """The rollouts' MuJoCo physics states joined along time (sum of T, N, state_dim); None for other envs."""
+    if any(r.states is None for r in rollouts):
+        return None
+    return np.concatenate([r.states for r in rollouts])  # type: ignore[misc]
 
 
 def ask_teacher(teacher: Teacher, candidates: list[Segment], indices: np.ndarray, first_key: int) -> list[LabeledPair]:

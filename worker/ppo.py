@@ -22,7 +22,14 @@ from gymnasium.vector import VectorEnv
 from torch import nn
 
 from worker.config import PPOConfig
-from worker.envs import EnvSpaces, env_spaces, make_vec_env, max_episode_steps, validate_env_id
+from worker.envs import (
+    EnvSpaces,
+    env_spaces,
+    make_vec_env,
+    max_episode_steps,
+    validate_env_id,
+    vector_physics_states,
+)
 from worker.ppo_fast import adam_step, clip_grad_norm, numpy_mlp
 
 
@@ -53,7 +60,8 @@ class RunningMeanStd:
 
     def state_dict(self) -> dict[str, torch.Tensor | float]:
         """Tensors, so a checkpoint loads with `torch.load(..., weights_only=True)`."""
-        mean, var = torch.from_numpy(self.mean.copy()), torch.from_numpy(self.var.copy())
+        # np.array: a scalar statistic (shape ()) comes out of update() as a numpy float, not an array.
+        mean, var = torch.from_numpy(np.array(self.mean)), torch.from_numpy(np.array(self.var))
         return {"mean": mean, "var": var, "count": self.count}
 
     def load_state_dict(self, state: dict) -> None:
@@ -72,14 +80,20 @@ def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias_const: float = 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
 
-def _mlp(in_dim: int, hidden: int, out_dim: int, out_std: float, activation: str) -> nn.Sequential:
+def _mlp(
+    in_dim: int, hidden: int, out_dim: int, out_std: float, activation: str, ortho_init: bool = True
+) -> nn.Sequential:
     act = _ACTIVATIONS[activation]
+
+    def init(layer: nn.Linear, std: float = math.sqrt(2)) -> nn.Linear:
+        return layer_init(layer, std) if ortho_init else layer
+
     return nn.Sequential(
-        layer_init(nn.Linear(in_dim, hidden)),
+        init(nn.Linear(in_dim, hidden)),
         act(),
-        layer_init(nn.Linear(hidden, hidden)),
+        init(nn.Linear(hidden, hidden)),
         act(),
-        layer_init(nn.Linear(hidden, out_dim), std=out_std),
+        init(nn.Linear(hidden, out_dim), std=out_std),
     )
 
 
@@ -95,13 +109,19 @@ class Agent(nn.Module):
     """
 
     def __init__(
-        self, obs_dim: int, spaces: EnvSpaces, hidden_size: int, init_log_std: float, activation: str = "tanh"
+        self,
+        obs_dim: int,
+        spaces: EnvSpaces,
+        hidden_size: int,
+        init_log_std: float,
+        activation: str = "tanh",
+        ortho_init: bool = True,
     ) -> None:
         super().__init__()
         self.discrete = spaces.discrete
         out_dim = spaces.num_actions if spaces.discrete else int(np.prod(spaces.action_shape))
-        self.critic = _mlp(obs_dim, hidden_size, 1, out_std=1.0, activation=activation)
-        self.actor = _mlp(obs_dim, hidden_size, out_dim, out_std=0.01, activation=activation)
+        self.critic = _mlp(obs_dim, hidden_size, 1, out_std=1.0, activation=activation, ortho_init=ortho_init)
+        self.actor = _mlp(obs_dim, hidden_size, out_dim, out_std=0.01, activation=activation, ortho_init=ortho_init)
         if not self.discrete:
             self.actor_logstd = nn.Parameter(torch.full((1, out_dim), float(init_log_std)))
 
@@ -203,6 +223,8 @@ class Rollout:
             observation; the action was ignored and the reward is 0). Leave these out of anything you learn.
         episode_returns: true returns of the episodes that ended during this rollout.
         episode_lengths: lengths of those episodes.
+        states: (T, N, nq + nv) float64 MuJoCo physics state (qpos then qvel) in s_t, so a clip can replay a
+            segment from its first step; None for other envs.
     """
 
     obs: np.ndarray
@@ -213,6 +235,7 @@ class Rollout:
     valid: np.ndarray
     episode_returns: list[float]
     episode_lengths: list[int] = field(default_factory=list)
+    states: np.ndarray | None = None
     # Private, for update(): what the policy saw and said during the rollout (tensors on the PPO device).
     _policy_obs: torch.Tensor | None = field(default=None, repr=False)
     """(T, N, obs_dim) normalized observations the policy acted on"""
@@ -282,12 +305,14 @@ class PPO:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.agent = Agent(
-                self.obs_dim, self.spaces, config.hidden_size, config.init_log_std, config.activation
+                self.obs_dim, self.spaces, config.hidden_size, config.init_log_std, config.activation, config.ortho_init
             ).to(self.device)
         # PPO detail: Adam with eps 1e-5 (CleanRL / the original implementation), not the default 1e-8.
         # fused: one kernel for all parameters instead of a dozen small ops per parameter tensor.
         self.optimizer = torch.optim.Adam(self.agent.parameters(), lr=config.learning_rate, eps=1e-5, fused=True)
         self.obs_rms = RunningMeanStd(self.spaces.obs_shape)
+        self.return_rms = RunningMeanStd(())
+        self._discounted_return = np.zeros(config.num_envs, dtype=np.float64)  # per sub-env, for norm_reward
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
         self.np_rng = np.random.default_rng(seed)
@@ -362,6 +387,8 @@ class PPO:
         episode_returns: list[float] = []
         episode_lengths: list[int] = []
         start_timesteps = self.timesteps
+        first_states = vector_physics_states(self.envs)
+        states_buf = None if first_states is None else np.zeros((T, *first_states.shape), dtype=np.float64)
 
         next_obs, prev_done = self._next_obs, self._next_prev_done
         with torch.no_grad():
@@ -371,6 +398,8 @@ class PPO:
             std = None if self.spaces.discrete else np.exp(self.agent.actor_logstd.detach().cpu().numpy())
             for step in range(T):
                 obs_buf[step] = next_obs
+                if states_buf is not None:
+                    states_buf[step] = vector_physics_states(self.envs)
                 # NEXT_STEP autoreset: the step after an episode ended is a no-op that only resets the sub-env.
                 valid_buf[step] = ~prev_done
                 policy_obs_buf[step] = self._policy_input(next_obs, update_stats=True)
@@ -421,6 +450,7 @@ class PPO:
             valid=valid_buf,
             episode_returns=episode_returns,
             episode_lengths=episode_lengths,
+            states=states_buf,
             _policy_obs=policy_obs,
             _raw_actions=raw_actions,
             _logprobs=logprobs.reshape(T, N),
@@ -459,13 +489,48 @@ class PPO:
             self.config.gae_lambda,
         )
 
+    def scale_rewards(self, rollout: Rollout, rewards: np.ndarray) -> np.ndarray:
+        """Rewards divided by a running std of the discounted return, clipped to ±reward_clip.
+
+        PPO detail: reward scaling (SB3's VecNormalize, CleanRL's NormalizeReward). Each sub-env keeps a
+        discounted sum of its rewards, reset when an episode ends; the std of those sums over all steps so far
+        scales the rewards, so the value targets stay near unit size whatever the reward's units. The mean is
+        not subtracted: that would change which policies are better in an env whose episodes end early. The
+        statistics take in this rollout's steps before its rewards are scaled.
+
+        Args:
+            rollout: from `collect()`.
+            rewards: (T, N) rewards for its steps (the env's or a learned one).
+
+        Returns:
+            (T, N) float32 scaled rewards (0 on no-op steps).
+        """
+        r = np.asarray(rewards, dtype=np.float64)
+        if r.shape != rollout.true_rewards.shape:
+            raise ValueError(f"rewards must have shape {rollout.true_rewards.shape} (T, N), got {r.shape}")
+        gamma, ret = self.config.gamma, self._discounted_return
+        done = rollout.terminated | rollout.truncated
+        seen = []
+        for t in range(r.shape[0]):
+            valid = rollout.valid[t]
+            ret = np.where(valid, ret * gamma + r[t], ret)
+            seen.append(ret[valid])
+            ret = np.where(done[t], 0.0, ret)
+        self._discounted_return = ret
+        batch = np.concatenate(seen)
+        if batch.size:
+            self.return_rms.update(batch)
+        scaled = np.clip(r / np.sqrt(self.return_rms.var + 1e-8), -self.config.reward_clip, self.config.reward_clip)
+        return np.where(rollout.valid, scaled, 0.0).astype(np.float32)
+
     def update(self, rollout: Rollout, rewards: np.ndarray | None = None) -> dict[str, float]:
         """Run the PPO epochs on one rollout.
 
         Args:
             rollout: the latest rollout from `collect()` (on-policy).
             rewards: (T, N) float32 rewards replacing `rollout.true_rewards` (e.g. a learned reward); values on
-                no-op steps (`rollout.valid` False) are ignored. No reward scaling is applied here.
+                no-op steps (`rollout.valid` False) are ignored. With `config.norm_reward` they are scaled first
+                (`scale_rewards`).
 
         Returns:
             Metrics: "ppo/approx_kl", "ppo/old_approx_kl" and "ppo/clipfrac" (over the last epoch),
@@ -473,6 +538,8 @@ class PPO:
             "ppo/explained_variance", "ppo/lr", "ppo/clip_coef", "ppo/epochs".
         """
         cfg, device = self.config, self.device
+        if cfg.norm_reward:
+            rewards = self.scale_rewards(rollout, rollout.true_rewards if rewards is None else rewards)
         advantages, returns = self.advantages(rollout, rewards)
         assert rollout._policy_obs is not None and rollout._raw_actions is not None
         assert rollout._logprobs is not None and rollout._values is not None
@@ -632,6 +699,8 @@ class PPO:
             "agent": {k: v.detach().cpu().clone() for k, v in self.agent.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "obs_rms": self.obs_rms.state_dict(),
+            "return_rms": self.return_rms.state_dict(),
+            "discounted_return": torch.from_numpy(self._discounted_return.copy()),
             "torch_rng": self.generator.get_state(),
             "np_rng": self.np_rng.bit_generator.state,
         }
@@ -643,6 +712,9 @@ class PPO:
         self.agent.load_state_dict(state["agent"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.obs_rms.load_state_dict(state["obs_rms"])
+        if "return_rms" in state:  # checkpoints from before reward scaling have none
+            self.return_rms.load_state_dict(state["return_rms"])
+            self._discounted_return = np.asarray(state["discounted_return"], dtype=np.float64).copy()
         self.timesteps = int(state["timesteps"])
         self.total_timesteps = int(state["total_timesteps"])
         self.generator.set_state(state["torch_rng"])

@@ -7,19 +7,24 @@ starts before the whole file arrives; the poster is a JPEG of the first frame.
 Speed (bench/clips.py): libx264 runs in this process through PyAV, so there is no ffmpeg process to start and
 no raw RGB to pipe to one; the RGB to yuv420p conversion takes swscale's SIMD path (TO_YUV420P); and
 `render_clip` draws the next frames in a background thread while the current one is encoded. The two overlap
-on two cores because PyAV releases the GIL while it converts and encodes a frame. Only ever one thread renders:
-pygame is not thread-safe (two CartPole envs drawing at once in two threads garble each other's frames).
+on two cores because PyAV releases the GIL while it converts and encodes a frame. Only ever one thread renders,
+the same one for the life of the process: pygame is not thread-safe (two CartPole envs drawing at once in two
+threads garble each other's frames), and a MuJoCo env's OpenGL context works only in the thread that made it.
+
+MuJoCo envs (the `mujoco` extra) are replayed from a segment's physics start state (`Segment.start_state`) with
+its actions, rendered offscreen through EGL or OSMesa, chosen here before anything renders.
 """
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import os
 import secrets
 import threading
 from collections import deque
-from collections.abc import Generator, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Generator, Iterable, Iterator, MutableMapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -28,13 +33,58 @@ from typing import Any
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
+# MuJoCo renders offscreen through an OpenGL library it is told of by MUJOCO_GL before it first renders: EGL
+# (libegl1, with Mesa's llvmpipe on a machine without a GPU) or else OSMesa (libosmesa6). Without either, or with
+# MUJOCO_GL unset and no display, gymnasium fails deep inside PyOpenGL; here a clip fails with GL_MISSING instead.
+GL_LIBRARIES = {"egl": ("libEGL.so.1", "libEGL.so"), "osmesa": ("libOSMesa.so.8", "libOSMesa.so.6", "libOSMesa.so")}
+GL_MISSING = (
+    "MuJoCo clips need an OpenGL library for offscreen rendering: apt-get install libegl1 libgl1-mesa-dri "
+    "(or libosmesa6 and MUJOCO_GL=osmesa)"
+)
+
+
+class RenderUnavailable(RuntimeError):
+    """No OpenGL library MuJoCo can render with; the message says what to install, on one line."""
+
+
+def _loadable(names: Sequence[str]) -> bool:
+    for name in names:
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            continue
+        return True
+    return False
+
+
+def choose_gl_backend(environ: MutableMapping[str, str] = os.environ) -> str | None:
+    """The OpenGL backend MuJoCo will render with, set in `environ` when this picks it.
+
+    MUJOCO_GL as given (None if it names egl or osmesa and that library does not load); else "egl" when libEGL
+    loads, else "osmesa" when libOSMesa does; then MUJOCO_GL (and PYOPENGL_PLATFORM, which PyOpenGL reads once)
+    are set to it. None when neither loads.
+    """
+    given = environ.get("MUJOCO_GL", "").strip().lower()
+    if given:
+        return None if given in GL_LIBRARIES and not _loadable(GL_LIBRARIES[given]) else given
+    for backend, names in GL_LIBRARIES.items():
+        if _loadable(names):
+            environ["MUJOCO_GL"] = backend
+            environ.setdefault("PYOPENGL_PLATFORM", backend)
+            return backend
+    return None
+
+
+# Chosen at import, before anything in this process can render: MuJoCo's renderer reads MUJOCO_GL when made.
+GL_BACKEND = choose_gl_backend()
+
 import av  # noqa: E402
 import gymnasium as gym  # noqa: E402
 import imageio.v3 as iio  # noqa: E402
 import numpy as np  # noqa: E402
 from av.video.reformatter import Interpolation, VideoReformatter  # noqa: E402
 
-from worker.envs import registered_id  # noqa: E402
+from worker.envs import is_mujoco_env, registered_id, validate_env_id  # noqa: E402
 
 # x264 settings: `ultrafast` cuts encode time several-fold for these tiny clips (and gives Constrained Baseline
 # H.264, which every browser plays); CRF 23 is x264's default quality.
@@ -55,20 +105,73 @@ def _rgb_env(env_id: str) -> gym.Env:
     with _envs_lock:
         env = _envs.get(env_id)
         if env is None:
-            env = gym.make(registered_id(env_id), render_mode="rgb_array")
+            validate_env_id(env_id)  # a missing `mujoco` extra: EnvUnavailable, one line
+            if is_mujoco_env(env_id) and choose_gl_backend() is None:
+                raise RenderUnavailable(GL_MISSING)
+            if is_mujoco_env(env_id):
+                env = _mujoco_rgb_env(env_id)
+            else:
+                env = gym.make(registered_id(env_id), render_mode="rgb_array")
             _envs[env_id] = env
         return env
 
 
-def iter_frames(env_id: str, seed: int, actions: Iterable[Any]) -> Iterator[np.ndarray]:
+# MuJoCo clips: 240x240 without shadows, reflections and skybox. On Mesa's software renderer that draws a
+# HalfCheetah frame in about 43 ms instead of 408 at gymnasium's 480x480 with all three (one core, this machine).
+MUJOCO_CLIP_SIZE = 240
+MUJOCO_FLAGS_OFF = ("mjRND_SHADOW", "mjRND_REFLECTION", "mjRND_SKYBOX")
+
+
+def _mujoco_rgb_env(env_id: str) -> gym.Env:
+    import mujoco
+
+    env = gym.make(env_id, render_mode="rgb_array", width=MUJOCO_CLIP_SIZE, height=MUJOCO_CLIP_SIZE)
+    env.reset(seed=0)
+    _first_frame(env, env_id)  # makes the renderer and its GL context, in this (the render) thread
+    scene = env.unwrapped.mujoco_renderer.viewer.scn  # type: ignore[attr-defined]
+    for flag in MUJOCO_FLAGS_OFF:
+        scene.flags[getattr(mujoco.mjtRndFlag, flag)] = 0
+    return env
+
+
+def _first_frame(env: gym.Env, env_id: str) -> np.ndarray:
+    try:
+        return np.asarray(env.render())
+    except Exception as error:  # a GL library that loads but cannot make a context fails here, in PyOpenGL
+        if not is_mujoco_env(env_id):
+            raise
+        first_line = (str(error).splitlines() or [type(error).__name__])[0]
+        raise RenderUnavailable(f"{GL_MISSING}; MUJOCO_GL={os.environ.get('MUJOCO_GL')}: {first_line}") from error
+
+
+def iter_frames(
+    env_id: str, seed: int, actions: Iterable[Any], start_state: Sequence[float] | np.ndarray | None = None
+) -> Iterator[np.ndarray]:
     """Yield (H, W, 3) uint8 frames of env.reset(seed=seed) followed by `actions`.
 
     Yields len(actions) + 1 frames: the start state, then the state after each action. After the episode
     ends the last frame repeats, so every clip of one segment length has the same number of frames.
+
+    Args:
+        env_id: a Gymnasium id.
+        seed: the reset seed.
+        actions: the actions to replay.
+        start_state: MuJoCo envs only: (nq + nv,) qpos then qvel set right after the reset (`Segment.start_state`),
+            so the replay starts at a segment's first step. MuJoCo steps deterministically, so the frames show
+            exactly the states the segment went through.
+
+    Raises:
+        RenderUnavailable: a MuJoCo env and no OpenGL library to render it with.
     """
     env = _rgb_env(env_id)
     env.reset(seed=seed)
-    frame = np.asarray(env.render())
+    if start_state is not None:
+        model = env.unwrapped.model  # type: ignore[attr-defined]
+        state = np.asarray(start_state, dtype=np.float64)
+        if state.shape != (model.nq + model.nv,):
+            raise ValueError(f"{env_id}: a start state has nq + nv = {model.nq + model.nv} numbers, got {state.shape}")
+        env.unwrapped.set_state(state[: model.nq], state[model.nq :])  # type: ignore[attr-defined]
+    frame = _first_frame(env, env_id)
     yield frame
     done = False
     for action in actions:
@@ -79,30 +182,38 @@ def iter_frames(env_id: str, seed: int, actions: Iterable[Any]) -> Iterator[np.n
         yield frame
 
 
-def render_frames(env_id: str, seed: int, actions: Sequence[Any]) -> list[np.ndarray]:
-    """Replay `actions` from env.reset(seed=seed) with render_mode="rgb_array".
+def render_frames(
+    env_id: str, seed: int, actions: Sequence[Any], start_state: Sequence[float] | np.ndarray | None = None
+) -> list[np.ndarray]:
+    """Replay `actions` from env.reset(seed=seed) (and `start_state`) with render_mode="rgb_array".
 
     Returns:
         len(actions) + 1 frames, each (H, W, 3) uint8 (see iter_frames).
     """
-    return list(iter_frames(env_id, seed, actions))
+    return _RENDER_THREAD.submit(lambda: list(iter_frames(env_id, seed, actions, start_state))).result()
+
+
+# The one thread that renders, for the life of the process. pygame is not thread-safe, and a MuJoCo env's OpenGL
+# context is current in the thread that made it: drawn from any other thread, its frames come out black.
+_RENDER_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-frames")
 
 
 def _prefetch(frames: Iterable[np.ndarray], depth: int = PREFETCH_FRAMES) -> Generator[np.ndarray, None, None]:
-    """Yield `frames` while one background thread produces up to `depth` of the next ones.
+    """Yield `frames` while the render thread produces up to `depth` of the next ones.
 
     Close the generator when done with it (`contextlib.closing`): that cancels the frames not yet begun and
-    waits for the thread, so nothing else is left using the environment.
+    waits for the one being drawn, so nothing else is left using the environment.
     """
     iterator = iter(frames)
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-frames")
+    ahead = deque(_RENDER_THREAD.submit(next, iterator, None) for _ in range(depth))  # None: no frames left
     try:
-        ahead = deque(pool.submit(next, iterator, None) for _ in range(depth))  # None: no frames left
         while (frame := ahead.popleft().result()) is not None:
-            ahead.append(pool.submit(next, iterator, None))
+            ahead.append(_RENDER_THREAD.submit(next, iterator, None))
             yield frame
     finally:
-        pool.shutdown(cancel_futures=True)
+        for future in ahead:
+            future.cancel()
+        wait(ahead)
 
 
 def _even(frame: np.ndarray) -> np.ndarray:
@@ -181,16 +292,17 @@ def render_clip(
     fps: int = 30,
     first_frame: int = 0,
     frame_count: int | None = None,
+    start_state: Sequence[float] | np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Replay a segment and encode it as a clip, rendering the next frames while the current one encodes.
 
-    Keeps frames [first_frame, first_frame + frame_count) of `iter_frames(env_id, seed, actions)`.
+    Keeps frames [first_frame, first_frame + frame_count) of `iter_frames(env_id, seed, actions, start_state)`.
 
     Returns:
         frame_count, width, height, size_bytes and poster (the poster's Path); see encode_clip.
     """
     stop = None if frame_count is None else first_frame + frame_count
-    kept = itertools.islice(iter_frames(env_id, seed, actions), first_frame, stop)
+    kept = itertools.islice(iter_frames(env_id, seed, actions, start_state), first_frame, stop)
     with closing(_prefetch(kept)) as frames:
         return encode_clip(frames, path, fps)
 

@@ -13,6 +13,8 @@ what came next is unknown.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from worker.types import Segment
@@ -66,6 +68,7 @@ def cut_segments(
     count: int,
     rng: np.random.Generator,
     env_id: str = "",
+    states: np.ndarray | None = None,
 ) -> list[Segment]:
     """Up to `count` segments of `length` steps drawn uniformly from the rollout's possible windows.
 
@@ -78,6 +81,8 @@ def cut_segments(
         count: how many segments at most.
         rng: source of randomness for the choice of windows.
         env_id: recorded on each segment.
+        states: (T, N, state_dim) MuJoCo physics states of s_t (`Rollout.states`), or None; each segment keeps
+            the one at its first step as `start_state`.
     """
     windows = segment_windows(terminated, truncated, valid, length)
     if not windows:
@@ -86,7 +91,10 @@ def cut_segments(
     segments = []
     for i in sorted(chosen):
         env, first, live = windows[i]
-        segments.append(_segment(obs, actions, true_rewards, env, first, live, length, env_id))
+        segment = _segment(obs, actions, true_rewards, env, first, live, length, env_id)
+        if states is not None:
+            segment = replace(segment, start_state=states[first, env].copy())
+        segments.append(segment)
     return segments
 
 

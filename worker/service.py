@@ -25,7 +25,7 @@ import logging
 import math
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -35,6 +35,7 @@ import numpy as np
 
 from worker.clip_jobs import process_clip_jobs, render_policy_clip
 from worker.config import RunConfig
+from worker.envs import is_mujoco_env
 from worker.loop import Learner, load_checkpoint, save_checkpoint
 from worker.render import can_render_from_obs
 from worker.store import ExperimentInfo, ExperimentStore, LabelRefused, default_worker_id
@@ -217,13 +218,20 @@ class ExperimentRunner:
         """Queue the chosen (P, 2) pairs, wait until every pending pair is labeled; all labels so far."""
         learner = self._learner
         chosen = list(dict.fromkeys(int(i) for pair in indices for i in pair))  # each segment stored once
+        wants_clips = self._wants_clips()
+        stored = [candidates[i] for i in chosen]
+        if not wants_clips:  # a MuJoCo start state stored is a clip queued: none wanted, none stored
+            stored = [replace(s, start_state=None) if s.start_state is not None else s for s in stored]
         self._heartbeat(force=True)  # still ours, right before writing
-        ids = self.store.add_segments(self.experiment_id, [candidates[i] for i in chosen], learner.ppo.timesteps)
+        ids = self.store.add_segments(self.experiment_id, stored, learner.ppo.timesteps)
         id_of = dict(zip(chosen, ids, strict=True))
         self.segments.update({id_of[i]: candidates[i] for i in chosen})
-        if self._wants_clips():
-            # A rater is shown a pair only once both its clips can play.
-            self.store.queue_clips(self.experiment_id, ids)
+        if wants_clips:
+            # A rater is shown a pair only once both its clips can play. Segments with a MuJoCo start state had
+            # their replay queued as they were stored; the others are drawn from their observations.
+            from_obs = [i for i, segment in zip(ids, stored, strict=True) if segment.start_state is None]
+            if from_obs:
+                self.store.queue_clips(self.experiment_id, from_obs)
             self._wait_for_clips(ids)
         self.store.add_pairs(self.experiment_id, [(id_of[int(i)], id_of[int(j)]) for i, j in indices])
         self._wait_for_labels()
@@ -236,7 +244,9 @@ class ExperimentRunner:
 
     def _wants_clips(self) -> bool:
         mode, _timeout = self._mode()
-        return (self.render_always or mode != "oracle") and can_render_from_obs(self._learner.config.env_id)
+        env_id = self._learner.config.env_id
+        renderable = can_render_from_obs(env_id) or is_mujoco_env(env_id)
+        return (self.render_always or mode != "oracle") and renderable
 
     def _mode(self) -> tuple[str, float]:
         """The experiment's teacher mode and human timeout, as stored now."""

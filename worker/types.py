@@ -28,6 +28,8 @@ class Segment:
         true_rewards: (L,) float32 environment rewards, 0 in the absorbing state. NaN when unknown (humans).
         ended: (L,) bool, True from the step after the episode terminated.
         env_id: the Gymnasium id the segment came from.
+        start_state: (nq + nv,) float64 MuJoCo physics state (qpos then qvel) at the segment's first step, from
+            which its clip is replayed with its actions; None for other envs and for segments from outside.
     """
 
     obs: np.ndarray
@@ -35,6 +37,7 @@ class Segment:
     true_rewards: np.ndarray
     ended: np.ndarray
     env_id: str = ""
+    start_state: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.obs.shape[0])
