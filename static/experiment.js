@@ -151,6 +151,14 @@ function render(live, { withMode = true } = {}) {
       drop.addEventListener("click", () => dropLabels(rater));
       actions.append(drop);
     }
+    if (rater.kind === "human") {
+      const revoke = document.createElement("button");
+      revoke.type = "button";
+      revoke.className = "revoke-rater small";
+      revoke.textContent = "Revoke invite";
+      revoke.addEventListener("click", () => revokeRater(rater));
+      actions.append(revoke);
+    }
     tr.append(cell(name), cell(String(rater.labels)), cell(String(rater.skips)), cell(percent(rater.with_others)),
       cell(percent(rater.with_teacher)), cell(mean), actions);
     return tr;
@@ -271,13 +279,23 @@ function showQueue(queue) {
     tr.dataset.leaseId = String(lease.lease_id);
     const who = lease.rater_kind === "human" ? lease.rater_name : `${lease.rater_name} (${lease.rater_kind})`;
     const until = `${new Date(lease.expires_at).toLocaleTimeString()} (${secondsLeft(lease.expires_at)} s left)`;
-    tr.append(cell(`#${lease.pair_id}`), cell(who), cell(until));
+    const release = document.createElement("button");
+    release.type = "button";
+    release.className = "release-lease small";
+    release.textContent = "Release";
+    release.addEventListener("click", async () => {
+      await callApi("DELETE", `${experimentPath}/leases/${lease.lease_id}`);
+      pollQueue();
+    });
+    const actions = document.createElement("td");
+    actions.append(release);
+    tr.append(cell(`#${lease.pair_id}`), cell(who), cell(until), actions);
     return tr;
   });
   if (!rows.length) {
     const tr = document.createElement("tr");
     const td = cell("Nobody holds a pair.");
-    td.colSpan = 3;
+    td.colSpan = 4;
     td.className = "muted";
     tr.append(td);
     rows.push(tr);
@@ -338,6 +356,21 @@ document.getElementById("copy-invite").addEventListener("click", async () => {
   message.classList.remove("error");
   message.textContent = "Copied.";
 });
+
+async function revokeRater(rater) {
+  const message = document.getElementById("drop-message");
+  if (!window.confirm(`Revoke ${rater.name}'s invite? Their link stops working and the pairs they hold go back `
+    + "to the queue at once; their labels stay.")) return;
+  try {
+    await callApi("POST", `/api/v1/raters/${rater.rater_id}/revoke`);
+    message.classList.remove("error");
+    message.textContent = `Revoked ${rater.name}'s invite.`;
+    pollQueue();
+  } catch (error) {
+    message.classList.add("error");
+    message.textContent = `Could not revoke the invite (${error.message}).`;
+  }
+}
 
 async function dropLabels(rater) {
   const message = document.getElementById("drop-message");

@@ -385,7 +385,9 @@ def command_serve(args: argparse.Namespace) -> int:
             print(f"rlhf: rater invite link for the demo experiment: {base}/invite/{invite_token}")
         sys.stdout.flush()  # shown now even when stdout is a pipe or a log file
         app = create_app(settings)
-        server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
+        # Forwarded headers are trusted only from RLHF_FORWARDED_ALLOW_IPS, which the app applies itself.
+        config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", proxy_headers=False)
+        server = uvicorn.Server(config)
         server.run()  # returns on Ctrl-C / SIGTERM
         if not server.started:  # e.g. the port is taken; uvicorn logged why
             exit_code = 1

@@ -43,6 +43,12 @@ def get_queue(experiment_id: PathId, session: SessionDep, settings: SettingsDep,
     )
 
 
+@router.delete("/experiments/{experiment_id}/leases/{lease_id}", status_code=204, responses=errors(404))
+def release_stuck_lease(experiment_id: PathId, lease_id: PathId, session: SessionDep, _admin: AdminDep) -> None:
+    """Free a pair a rater holds (a closed tab, a rater gone for lunch): it waits for the next rater at once."""
+    crud.release_lease(session, lease_id=lease_id, experiment_id=experiment_id)
+
+
 @router.get(
     "/experiments/{experiment_id}/disagreements", response_model=list[schemas.DisagreementOut], responses=errors(404)
 )

@@ -295,16 +295,29 @@ def lease_pair(
         return None
 
 
-def release_lease(session: Session, *, rater_id: int, lease_id: int, expires_at: datetime | None = None) -> None:
-    """Hand a leased pair back to the pool before it expires (the rater left or skipped ahead).
+def release_lease(
+    session: Session,
+    *,
+    lease_id: int,
+    rater_id: int | None = None,
+    experiment_id: int | None = None,
+    expires_at: datetime | None = None,
+) -> None:
+    """Hand a leased pair back to the pool before it expires (the rater left or skipped ahead, or an admin
+    freed a stuck one: no `rater_id`, within `experiment_id`).
 
     With `expires_at`, only that term of the lease is released: a page that left names the term it was given,
     and a term handed out since (to the reloaded page) stays.
     """
     with write_transaction(session):
-        which = delete(Lease).where(Lease.id == lease_id, Lease.rater_id == rater_id)
+        which = delete(Lease).where(Lease.id == lease_id)
+        if rater_id is not None:
+            which = which.where(Lease.rater_id == rater_id)
+        if experiment_id is not None:
+            which = which.where(Lease.experiment_id == experiment_id)
         if expires_at is not None:
             which = which.where(Lease.expires_at == expires_at)
         result: CursorResult[Any] = session.execute(which)  # type: ignore[assignment]
         if result.rowcount == 0:
-            raise NotFound("lease_id", f"no lease {lease_id} held by this rater")
+            whose = "held by this rater" if rater_id is not None else "in this experiment"
+            raise NotFound("lease_id", f"no lease {lease_id} {whose}")

@@ -239,3 +239,34 @@ def test_a_reload_gets_the_same_pair_back_and_leaving_releases_every_held_pair(
             page.wait_for_timeout(100)
         assert held() == []
     assert page_errors == []
+
+
+def test_the_admin_releases_a_stuck_lease_and_revokes_an_invite_from_the_experiment_page(
+    browser: Browser, live_server: LiveServer, page_errors: list[str], rng: np.random.Generator
+) -> None:
+    scenario = create_experiment(live_server, "v2-admin-queue", 2, rng)
+    queue_pairs(live_server, scenario, 2)
+    rater = httpx.Client(
+        base_url=live_server.base_url, headers={"Authorization": f"Bearer {token_of(scenario)}"}, timeout=30.0
+    )
+    with rater:
+        assert rater.post(f"/api/v1/experiments/{scenario.experiment_id}/leases").status_code == 200
+        with open_page(browser, 1280, 900, page_errors) as page:
+            page.on("dialog", lambda dialog: dialog.accept())
+            page.goto(f"{live_server.base_url}/admin")
+            page.get_by_label("Admin token").fill(live_server.admin_token)
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url("**/admin/experiments")
+            page.goto(f"{live_server.base_url}/admin/experiments/{scenario.experiment_id}")
+            release = page.locator("#queue-rows button.release-lease")
+            release.wait_for()
+            release.click()
+            page.locator("#queue-rows", has_text="Nobody holds a pair.").wait_for()
+            # Released: the rater is handed a pair again (the same one, the queue's first).
+            assert rater.post(f"/api/v1/experiments/{scenario.experiment_id}/leases").status_code == 200
+
+            page.locator(f"#rater-rows tr[data-rater-id='{scenario.rater_id}'] button.revoke-rater").click()
+            page.locator("#drop-message", has_text="Revoked").wait_for()
+            page.locator("#queue-rows", has_text="Nobody holds a pair.").wait_for()
+            assert rater.post(f"/api/v1/experiments/{scenario.experiment_id}/leases").status_code in (401, 403)
+    assert page_errors == []

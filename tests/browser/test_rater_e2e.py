@@ -268,7 +268,7 @@ def check_phone_layout(phone: Page, live_server: LiveServer, scenario: Scenario,
     phone.wait_for_function(BOTH_PLAYING)
     boxes = [video.bounding_box() for video in phone.locator("#pair-view video").all()]
     assert boxes[0] and boxes[1] and boxes[1]["y"] >= boxes[0]["y"] + boxes[0]["height"]  # stacked
-    phone.screenshot(path=str(output_dir / "label-390x844.png"), full_page=True)
+    phone.screenshot(path=str(output_dir / "label-390-wide-window.png"), full_page=True)
 
 
 def check_experiment_page(admin_page: Page, live_server: LiveServer, scenario: Scenario, output_dir: Path) -> None:
