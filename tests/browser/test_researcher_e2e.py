@@ -182,9 +182,12 @@ def test_researcher_runs_an_experiment_from_the_browser(
             admin.wait_for_timeout(150)
 
         # The queue shows who holds which pair; a switch to Oracle says what happens to them.
-        until(lambda: admin.locator("#queue-rows tr[data-lease-id]").count() >= 2, RUN_TIMEOUT_S,
-              "the raters' leases in the queue", lambda: admin.wait_for_timeout(300), log)  # fmt: skip
-        assert {"alice", "bob"} <= set(admin.locator("#queue-rows tr[data-lease-id] td:nth-child(2)").all_inner_texts())
+        def holders() -> set[str]:
+            return set(admin.locator("#queue-rows tr[data-lease-id] td:nth-child(2)").all_inner_texts())
+
+        # Each page holds up to three pairs: both names show once both pages have leased.
+        until(lambda: {"alice", "bob"} <= holders(), RUN_TIMEOUT_S,
+              "both raters' leases in the queue", lambda: admin.wait_for_timeout(300), log)  # fmt: skip
         admin.get_by_role("button", name="Oracle").click()
         admin.wait_for_function(
             "() => /pairs? held by (a rater|raters) will be answered by the synthetic teacher if not labeled within"
