@@ -144,20 +144,10 @@ function render(live, { withMode = true } = {}) {
     const mean = rater.mean_response_ms === null ? "—" : `${(rater.mean_response_ms / 1000).toFixed(1)} s`;
     const actions = document.createElement("td");
     if (rater.kind === "human" && rater.labels > 0) {
-      const drop = document.createElement("button");
-      drop.type = "button";
-      drop.className = "drop-labels small";
-      drop.textContent = "Drop labels";
-      drop.addEventListener("click", () => dropLabels(rater));
-      actions.append(drop);
+      actions.append(smallButton("drop-labels", "Drop labels", () => dropLabels(rater)));
     }
     if (rater.kind === "human") {
-      const revoke = document.createElement("button");
-      revoke.type = "button";
-      revoke.className = "revoke-rater small";
-      revoke.textContent = "Revoke invite";
-      revoke.addEventListener("click", () => revokeRater(rater));
-      actions.append(revoke);
+      actions.append(smallButton("revoke-rater", "Revoke invite", () => revokeRater(rater)));
     }
     tr.append(cell(name), cell(String(rater.labels)), cell(String(rater.skips)), cell(percent(rater.with_others)),
       cell(percent(rater.with_teacher)), cell(mean), actions);
@@ -279,16 +269,11 @@ function showQueue(queue) {
     tr.dataset.leaseId = String(lease.lease_id);
     const who = lease.rater_kind === "human" ? lease.rater_name : `${lease.rater_name} (${lease.rater_kind})`;
     const until = `${new Date(lease.expires_at).toLocaleTimeString()} (${secondsLeft(lease.expires_at)} s left)`;
-    const release = document.createElement("button");
-    release.type = "button";
-    release.className = "release-lease small";
-    release.textContent = "Release";
-    release.addEventListener("click", async () => {
+    const actions = document.createElement("td");
+    actions.append(smallButton("release-lease", "Release", async () => {
       await callApi("DELETE", `${experimentPath}/leases/${lease.lease_id}`);
       pollQueue();
-    });
-    const actions = document.createElement("td");
-    actions.append(release);
+    }));
     tr.append(cell(`#${lease.pair_id}`), cell(who), cell(until), actions);
     return tr;
   });
@@ -356,6 +341,15 @@ document.getElementById("copy-invite").addEventListener("click", async () => {
   message.classList.remove("error");
   message.textContent = "Copied.";
 });
+
+function smallButton(className, text, onClick) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = `${className} small`;
+  button.textContent = text;
+  button.addEventListener("click", onClick);
+  return button;
+}
 
 async function revokeRater(rater) {
   const message = document.getElementById("drop-message");
