@@ -7,7 +7,7 @@ import pytest
 from app.env_catalog import ENVS
 from worker.config import RunConfig
 from worker.env_settings import ENV_SETTINGS
-from worker.envs import describe_env
+from worker.envs import describe_env, is_mujoco_env
 from worker.render import can_render_from_obs
 
 
@@ -25,4 +25,5 @@ def test_catalog_entry_matches_the_worker(env_id: str) -> None:
     assert entry["num_actions"] == (spaces.num_actions if spaces.discrete else None)
     assert entry["segment_length"] == ENV_SETTINGS[env_id].segment_length
     assert entry["label_budget"] == RunConfig().labels
-    assert entry["renders_clips"] == can_render_from_obs(env_id)
+    # Clips are drawn from the observations, or for MuJoCo by replaying the segment from its physics state.
+    assert entry["renders_clips"] == (can_render_from_obs(env_id) or is_mujoco_env(env_id))

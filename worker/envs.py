@@ -122,6 +122,7 @@ def make_vec_env(env_id: str, num_envs: int, seed: int) -> VectorEnv:
     Raises:
         ValueError: for an unknown id or `num_envs < 1`.
     """
+    validate_env_id(env_id)  # a MuJoCo env without the extra: the install line, not an import error
     name = registered_id(env_id)
     if num_envs < 1:
         raise ValueError(f"num_envs must be at least 1, got {num_envs}")
