@@ -39,17 +39,14 @@ import os
 import statistics
 import subprocess
 import sys
-import traceback
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
+from run_table import append_row, fmt, load_rows, run_all  # noqa: E402
 
 from worker.config import RunConfig  # noqa: E402
 from worker.goal_env import SPARSE_GOAL_ID  # noqa: E402
@@ -196,27 +193,6 @@ def run_job(job: Job) -> dict | None:
     }
 
 
-def run_all(jobs: list[Job], processes: int) -> Iterator[tuple[Job, dict | None]]:
-    """Each job with its row (None if it failed; the traceback goes to stderr), in the order they finish."""
-    if processes == 1:
-        for job in jobs:
-            try:
-                yield job, run_job(job)
-            except Exception:
-                traceback.print_exc()
-                yield job, None
-        return
-    # spawn: each worker imports torch afresh instead of inheriting a forked copy of this process's.
-    with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(run_job, job): job for job in jobs}
-        for future in as_completed(futures):
-            try:
-                yield futures[future], future.result()
-            except Exception:
-                traceback.print_exc()
-                yield futures[future], None
-
-
 def random_policy_return(env_id: str, episodes: int = RANDOM_EPISODES, seed: int = 0) -> float:
     """Mean true return of uniformly random actions over `episodes` episodes."""
     env = gym.make(env_id)
@@ -234,29 +210,7 @@ def random_policy_return(env_id: str, episodes: int = RANDOM_EPISODES, seed: int
     return float(np.mean(returns))
 
 
-# ---- the results file -------------------------------------------------------------------------------------
-def load_rows(path: Path) -> dict[tuple, dict]:
-    """The rows already in the results file, by key (a later line wins); a torn last line is ignored."""
-    rows: dict[tuple, dict] = {}
-    if not path.exists():
-        return rows
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        rows[row_key(row)] = row
-    return rows
-
-
-def append_row(path: Path, row: dict) -> None:
-    with path.open("a") as out:
-        out.write(json.dumps(row) + "\n")
-
-
 # ---- printing ---------------------------------------------------------------------------------------------
-def fmt(value: float | None, spec: str = ".1f") -> str:
-    return "—" if value is None else format(value, spec)
 
 
 def score(row: dict, rows: dict[tuple, dict], random_return: float | None) -> float | None:
@@ -284,7 +238,8 @@ def row_line(row: dict, value: float | None) -> str:
     shown = fmt(value, ".2f") if row["kind"] in UPPER_BOUND else ""
     return (
         f"{row['kind']:<20} {row['env']:<18} {row['seed']:>4} {row['teacher']:<10} {row['labels']:>6} "
-        f"{fmt(row['return']):>8} {shown:>6} {row['labels_used']:>5} {equal:>5} {fmt(row['wall_seconds']):>7} "
+        f"{fmt(row['return'], '.1f'):>8} {shown:>6} {row['labels_used']:>5} {equal:>5} "
+        f"{fmt(row['wall_seconds'], '.1f'):>7} "
         f"{target:>6}" + (f"  ({row['error']})" if row.get("error") else "")
     )
 
@@ -304,7 +259,7 @@ def summary_line(kind: str, kind_rows: list[dict], values: list[float | None]) -
            if len(known) < len(values) else ""),
         f"worst {fmt(worst, spec_fmt)}",
         f"median equal {fmt(statistics.median(equals) if equals else None, '.0f')}",
-        f"median wall {fmt(statistics.median(walls) if walls else None)} s",
+        f"median wall {fmt(statistics.median(walls) if walls else None, '.1f')} s",
     ]
     if spec.target is None:
         return f"  {len(kind_rows)} seeds: " + ", ".join(parts)
@@ -432,7 +387,7 @@ def main() -> None:
 
     kinds, jobs = plan(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    rows = {} if args.fresh else load_rows(args.out)
+    rows = {} if args.fresh else load_rows(args.out, row_key)
     todo = [job for job in jobs if job.key not in rows]
     print(f"{len(jobs) - len(todo)} of {len(jobs)} runs found in {args.out}, {len(todo)} to run", file=sys.stderr)
     if any(RUN_KINDS[job.kind].reference for job in todo) and not REFERENCE_PYTHON.exists():
@@ -443,7 +398,7 @@ def main() -> None:
 
     failed = 0
     print(HEADER, file=sys.stderr)
-    for job, row in run_all(todo, args.jobs):
+    for job, row in run_all(run_job, todo, args.jobs):
         if row is None:
             failed += 1
             print(f"{job.kind} seed {job.seed}: failed, not saved", file=sys.stderr, flush=True)

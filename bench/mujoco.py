@@ -33,17 +33,16 @@ import json
 import os
 import statistics
 import sys
-import traceback
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
-from multiprocessing import get_context
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 BENCH = Path(__file__).resolve().parent
-# Run as a script, this file's folder comes first on sys.path, where `import mujoco` would find this file.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
+# Run as a script, this file's folder comes first on sys.path, where `import mujoco` would find this file: it goes
+# last instead, behind the installed mujoco package, and its other modules stay importable.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH] + [str(BENCH)]
+
+from run_table import append_row, fmt, load_rows, run_all  # noqa: E402
 
 from worker.config import RunConfig  # noqa: E402
 
@@ -149,51 +148,7 @@ def run_job(job: Job) -> dict:
     }
 
 
-def run_all(jobs: list[Job], processes: int) -> Iterator[tuple[Job, dict | None]]:
-    """Each job with its row (None if it failed; the traceback goes to stderr), in the order they finish."""
-    if processes == 1:
-        for job in jobs:
-            try:
-                yield job, run_job(job)
-            except Exception:
-                traceback.print_exc()
-                yield job, None
-        return
-    # spawn: each worker imports torch and MuJoCo afresh instead of inheriting a forked copy of this process's.
-    with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(run_job, job): job for job in jobs}
-        for future in as_completed(futures):
-            try:
-                yield futures[future], future.result()
-            except Exception:
-                traceback.print_exc()
-                yield futures[future], None
-
-
-# ---- the results file -------------------------------------------------------------------------------------
-def load_rows(path: Path) -> dict[tuple, dict]:
-    """The rows already in the results file, by key (a later line wins); a torn last line is ignored."""
-    rows: dict[tuple, dict] = {}
-    if not path.exists():
-        return rows
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        rows[row_key(row)] = row
-    return rows
-
-
-def append_row(path: Path, row: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as out:
-        out.write(json.dumps(row) + "\n")
-
-
 # ---- the table and the plot -------------------------------------------------------------------------------
-def fmt(value: float | None, spec: str = ".0f") -> str:
-    return "—" if value is None else format(value, spec)
 
 
 def latest_rows(rows: dict[tuple, dict]) -> dict[tuple[str, str], list[dict]]:
@@ -229,10 +184,11 @@ def table(rows: dict[tuple, dict]) -> str:
                 same = [t for t in true_rows if t["seed"] in {r["seed"] for r in chosen}]
                 same_mean = statistics.fmean(t["return"] for t in same) if same else None
                 ratio = fmt(mean / same_mean if same_mean else None, ".2f")
-            per_seed = " / ".join(fmt(r["return"]) for r in chosen)
+            per_seed = " / ".join(fmt(r["return"], ".0f") for r in chosen)
             seeds = ",".join(str(r["seed"]) for r in chosen)
             lines.append(
-                f"| {env} | {name} | {'/'.join(str(s) for s in steps)} | {seeds} | {per_seed} | {fmt(mean)} | {ratio} |"
+                f"| {env} | {name} | {'/'.join(str(s) for s in steps)} | {seeds} | {per_seed} "
+                f"| {fmt(mean, '.0f')} | {ratio} |"
             )
         if true_mean is None:
             lines.append(f"| {env} | true | — | — | not run yet | — | — |")
@@ -299,11 +255,11 @@ def main() -> None:
     args = parser.parse_args()
     plot_path = args.plot or args.out.with_suffix(".png")
 
-    rows = {} if args.fresh else load_rows(args.out)
+    rows = {} if args.fresh else load_rows(args.out, row_key)
     if not args.table:
         jobs = [job for job in plan(args) if job.key not in rows]
         print(f"{len(jobs)} runs to go ({len(rows)} in {args.out})", flush=True)
-        for job, row in run_all(jobs, args.jobs):
+        for job, row in run_all(run_job, jobs, args.jobs):
             if row is None:
                 print(f"FAILED {job}", file=sys.stderr, flush=True)
                 continue
