@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from worker.config import PPOConfig, RewardModelConfig
 
@@ -134,6 +135,11 @@ _MUJOCO_REWARD_MODEL = RewardModelConfig(use_actions=True)
 _MUJOCO_TIMESTEPS = 1_000_000
 
 
+def _mujoco_ppo(vf_coef: float = 0.5, **tuned: Any) -> PPOConfig:
+    """An rl-zoo3 entry (`vf_coef` as rl-zoo3 gives it) with what every MuJoCo entry shares, as listed above."""
+    return PPOConfig(num_envs=1, anneal_lr=False, norm_obs=True, norm_reward=True, vf_coef=2 * vf_coef, **tuned)
+
+
 def _mujoco(ppo: PPOConfig, segment_length: int, why: str) -> EnvSettings:
     return EnvSettings(
         ppo=ppo,
@@ -148,21 +154,17 @@ def _mujoco(ppo: PPOConfig, segment_length: int, why: str) -> EnvSettings:
 ENV_SETTINGS.update(
     {
         "HalfCheetah-v5": _mujoco(
-            PPOConfig(
-                num_envs=1,
+            _mujoco_ppo(
                 num_steps=512,
                 num_minibatches=8,
                 update_epochs=20,
                 gamma=0.98,
                 gae_lambda=0.92,
                 learning_rate=2.0633e-5,
-                anneal_lr=False,
                 clip_coef=0.1,
                 ent_coef=4.01762e-4,
-                vf_coef=2 * 0.58096,
+                vf_coef=0.58096,
                 max_grad_norm=0.8,
-                norm_obs=True,
-                norm_reward=True,
                 hidden_size=256,
                 activation="relu",
                 init_log_std=-2.0,
@@ -177,21 +179,17 @@ ENV_SETTINGS.update(
             ),
         ),
         "Hopper-v5": _mujoco(
-            PPOConfig(
-                num_envs=1,
+            _mujoco_ppo(
                 num_steps=512,
                 num_minibatches=16,
                 update_epochs=5,
                 gamma=0.999,
                 gae_lambda=0.99,
                 learning_rate=9.80828e-5,
-                anneal_lr=False,
                 clip_coef=0.2,
                 ent_coef=2.29519e-3,
-                vf_coef=2 * 0.835671,
+                vf_coef=0.835671,
                 max_grad_norm=0.7,
-                norm_obs=True,
-                norm_reward=True,
                 hidden_size=256,
                 activation="relu",
                 init_log_std=-2.0,
@@ -205,21 +203,17 @@ ENV_SETTINGS.update(
             ),
         ),
         "Walker2d-v5": _mujoco(
-            PPOConfig(
-                num_envs=1,
+            _mujoco_ppo(
                 num_steps=512,
                 num_minibatches=16,
                 update_epochs=20,
                 gamma=0.99,
                 gae_lambda=0.95,
                 learning_rate=5.05041e-5,
-                anneal_lr=False,
                 clip_coef=0.1,
                 ent_coef=5.85045e-4,
-                vf_coef=2 * 0.871923,
+                vf_coef=0.871923,
                 max_grad_norm=1.0,
-                norm_obs=True,
-                norm_reward=True,
             ),
             segment_length=188,  # dt 0.008 s
             why=(
@@ -228,17 +222,12 @@ ENV_SETTINGS.update(
             ),
         ),
         "Swimmer-v5": _mujoco(
-            PPOConfig(
-                num_envs=1,
+            _mujoco_ppo(
                 num_steps=2048,
                 num_minibatches=32,
                 update_epochs=10,
                 gamma=0.9999,
                 learning_rate=3e-4,
-                anneal_lr=False,
-                vf_coef=2 * 0.5,
-                norm_obs=True,
-                norm_reward=True,
             ),
             segment_length=38,  # dt 0.04 s
             why=(
@@ -248,16 +237,11 @@ ENV_SETTINGS.update(
             ),
         ),
         "Ant-v5": _mujoco(
-            PPOConfig(
-                num_envs=1,
+            _mujoco_ppo(
                 num_steps=2048,
                 num_minibatches=32,
                 update_epochs=10,
                 learning_rate=3e-4,
-                anneal_lr=False,
-                vf_coef=2 * 0.5,
-                norm_obs=True,
-                norm_reward=True,
             ),
             segment_length=30,  # dt 0.05 s
             why=(
@@ -266,20 +250,16 @@ ENV_SETTINGS.update(
             ),
         ),
         "Reacher-v5": _mujoco(
-            PPOConfig(
-                num_envs=1,
+            _mujoco_ppo(
                 num_steps=512,
                 num_minibatches=16,
                 update_epochs=5,
                 gamma=0.9,
                 gae_lambda=1.0,
                 learning_rate=1.04019e-4,
-                anneal_lr=False,
                 clip_coef=0.3,
-                vf_coef=2 * 0.950368,
+                vf_coef=0.950368,
                 max_grad_norm=0.9,
-                norm_obs=True,
-                norm_reward=True,
             ),
             segment_length=25,  # dt 0.02 s; episodes are 50 steps, and a segment never crosses the time limit
             why=(
