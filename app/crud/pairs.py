@@ -12,9 +12,9 @@ from sqlalchemy import Integer, bindparam, delete, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import CursorResult
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
-from app.crud.common import as_utc, get_or_not_found
+from app.crud.common import LEFT_SEGMENT, RIGHT_SEGMENT, as_utc, get_or_not_found, join_pair_segments
 from app.crud.experiments import get_experiment
 from app.db import is_sqlite, write_transaction
 from app.errors import Forbidden, Invalid, NotFound
@@ -127,19 +127,21 @@ def _lease_statements(postgres: bool, excluding: bool) -> dict[str, Any]:
             select(func.count()).select_from(Lease).where(Lease.pair_id == of_pair, Lease.expires_at > now)
         ).scalar_subquery()
 
-    left, right = aliased(Segment), aliased(Segment)
+    clip_statuses = (
+        LEFT_SEGMENT.clip_status.label("left_clip_status"),
+        RIGHT_SEGMENT.clip_status.label("right_clip_status"),
+    )
     candidate = (
-        select(
-            Pair.id,
-            Pair.labels_wanted,
-            Pair.labels_count,
-            Pair.left_segment_id,
-            Pair.right_segment_id,
-            left.clip_status.label("left_clip_status"),
-            right.clip_status.label("right_clip_status"),
+        join_pair_segments(
+            select(
+                Pair.id,
+                Pair.labels_wanted,
+                Pair.labels_count,
+                Pair.left_segment_id,
+                Pair.right_segment_id,
+                *clip_statuses,
+            )
         )
-        .join(left, left.id == Pair.left_segment_id)
-        .join(right, right.id == Pair.right_segment_id)
         .where(
             Pair.experiment_id == bindparam("experiment_id", type_=Integer()),
             Pair.status == "pending",
@@ -164,18 +166,17 @@ def _lease_statements(postgres: bool, excluding: bool) -> dict[str, Any]:
     # The rater's live leases on pending pairs, oldest first. A statement of its own after the lock: on
     # PostgreSQL it then sees the leases of the rater's calls that held the lock before.
     held = (
-        select(
-            Lease.id.label("lease_id"),
-            Lease.expires_at,
-            Pair.id,
-            Pair.left_segment_id,
-            Pair.right_segment_id,
-            left.clip_status.label("left_clip_status"),
-            right.clip_status.label("right_clip_status"),
+        join_pair_segments(
+            select(
+                Lease.id.label("lease_id"),
+                Lease.expires_at,
+                Pair.id,
+                Pair.left_segment_id,
+                Pair.right_segment_id,
+                *clip_statuses,
+            ),
+            pair_id=Lease.pair_id,
         )
-        .join(Pair, Pair.id == Lease.pair_id)
-        .join(left, left.id == Pair.left_segment_id)
-        .join(right, right.id == Pair.right_segment_id)
         .where(
             Lease.experiment_id == bindparam("experiment_id", type_=Integer()),
             Lease.rater_id == rater_id,
