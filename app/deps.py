@@ -17,6 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import crud
+from app.db import DatabaseRunner
 from app.ratelimit import FailedAuthLimiter
 from app.schemas import INT32_MAX
 from app.settings import Settings
@@ -62,11 +63,16 @@ class TtlCache:
 
 
 # Dependencies are `async def`: FastAPI runs sync ones in the thread pool, and a thread hop per dependency
-# costs more than the lease query itself. Their only I/O, a token lookup when the cache misses, runs inline.
+# costs more than the lease query itself. Their only I/O, a token lookup when the cache misses, goes through
+# the database runner (app.db.DatabaseRunner).
 
 
 async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
+
+
+async def get_database(request: Request) -> DatabaseRunner:
+    return request.app.state.database
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:
@@ -76,7 +82,7 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     try:
         yield session
     finally:
-        if session.in_transaction():
+        if session.in_transaction():  # a sync route's (the database runner closes the sessions it used)
             await run_in_threadpool(session.close)  # returning the connection may talk to the database
         else:
             session.close()
@@ -85,6 +91,7 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
 # An id in a path. Out of range (or not a number) it names nothing stored: app.main answers 404 for it.
 PathId = Annotated[int, Path(ge=1, le=INT32_MAX)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+DatabaseDep = Annotated[DatabaseRunner, Depends(get_database)]
 SessionDep = Annotated[Session, Depends(get_session)]
 CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
 
@@ -111,7 +118,7 @@ def check_csrf(request: Request, submitted: str | None, field: str = CSRF_HEADER
 
 async def get_principal(request: Request, session: SessionDep, credentials: CredentialsDep) -> Principal:
     """Admin or rater from the bearer token, or from the session cookie (plus the CSRF header on writes)."""
-    return authenticate(request, session, credentials, request.headers.get(CSRF_HEADER), CSRF_HEADER)
+    return await authenticate(request, session, credentials, request.headers.get(CSRF_HEADER), CSRF_HEADER)
 
 
 async def get_beacon_principal(
@@ -126,10 +133,10 @@ async def get_beacon_principal(
     headers: the CSRF token may come as the form field `csrf_token` instead."""
     if request.headers.get(CSRF_HEADER):
         return await get_principal(request, session, credentials)
-    return authenticate(request, session, credentials, csrf_token, "csrf_token")
+    return await authenticate(request, session, credentials, csrf_token, "csrf_token")
 
 
-def authenticate(
+async def authenticate(
     request: Request,
     session: Session,
     credentials: HTTPAuthorizationCredentials | None,
@@ -150,7 +157,10 @@ def authenticate(
             {"WWW-Authenticate": "Bearer"},
         )
     refuse_if_guessing(request)
-    principal = principal_for_token(request, session, token)
+    principal = cached_principal(request, token)
+    if principal is None:
+        database: DatabaseRunner = request.app.state.database
+        principal = _remember_rater(request, token, await database.run(crud.rater_id_for_token, session, token=token))
     if principal is None:
         record_failed_auth(request)
         raise HTTPException(
@@ -183,27 +193,32 @@ def _client_address(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-def principal_for_token(request: Request, session: Session, token: str) -> Principal | None:
-    """The admin or the active rater the token belongs to (from a short-lived cache, else the database), or None."""
+def cached_principal(request: Request, token: str) -> Principal | None:
+    """The admin, or the rater the short-lived cache knows the token of; None: ask the database."""
     token_hash = crud.hash_token(token)
     if hmac.compare_digest(token_hash, request.app.state.admin_token_hash):
         return Principal(is_admin=True)
-    cache: TtlCache = request.app.state.auth_cache
-    rater_id = cache.get(token_hash)
-    if rater_id is None:
-        rater_id = _lookup_rater(session, token)  # one indexed read: cheaper inline than a thread hop
-        if rater_id is None:
-            return None
-        cache.put(token_hash, rater_id)
-    return Principal(is_admin=False, rater_id=int(rater_id))  # type: ignore[call-overload]
+    rater_id = request.app.state.auth_cache.get(token_hash)
+    return None if rater_id is None else Principal(is_admin=False, rater_id=int(rater_id))
 
 
-def _lookup_rater(session: Session, token: str) -> int | None:
+def principal_for_token(request: Request, session: Session, token: str) -> Principal | None:
+    """The admin or the active rater the token belongs to (from a short-lived cache, else the database), or None."""
+    principal = cached_principal(request, token)
+    if principal is not None:
+        return principal
     rater_id = crud.rater_id_for_token(session, token=token)
     # Hand the connection back now: a request parked between dependency and endpoint must not hold one of
     # the pool's connections meanwhile.
     session.rollback()
-    return rater_id
+    return _remember_rater(request, token, rater_id)
+
+
+def _remember_rater(request: Request, token: str, rater_id: int | None) -> Principal | None:
+    if rater_id is None:
+        return None
+    request.app.state.auth_cache.put(crud.hash_token(token), rater_id)
+    return Principal(is_admin=False, rater_id=rater_id)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
@@ -228,6 +243,15 @@ async def require_beacon_rater(principal: Annotated[Principal, Depends(get_beaco
 AdminDep = Annotated[Principal, Depends(require_admin)]
 RaterDep = Annotated[Principal, Depends(require_rater)]
 BeaconRaterDep = Annotated[Principal, Depends(require_beacon_rater)]
+
+
+async def require_experiment_access(
+    request: Request, database: DatabaseRunner, session: Session, principal: Principal, experiment_id: int
+) -> None:
+    """check_experiment_access for `async def` routes, with the auth cache: a database read only on a miss."""
+    cache: TtlCache = request.app.state.auth_cache
+    if principal.rater_id is None or not cache.get(("invited", principal.rater_id, experiment_id)):
+        await database.run(check_experiment_access, session, principal, experiment_id, cache)
 
 
 def check_experiment_access(

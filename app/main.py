@@ -22,7 +22,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from app import crud, pages
 from app.api import experiments, health, history, labels, pairs, raters, review, segments
 from app.api.convert import API_PREFIX
-from app.db import make_engine, make_session_factory
+from app.db import DatabaseRunner, make_engine, make_session_factory
 from app.deps import TtlCache
 from app.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from app.ratelimit import FailedAuthLimiter
@@ -184,9 +184,12 @@ def create_app(settings: Settings) -> FastAPI:
         # Printed once: only its hash is stored.
         print(f"rlhf: generated admin token (store it, it is shown only now): {generated}", file=sys.stderr)
 
+    database = DatabaseRunner(engine, threads=settings.db_pool_size)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        database.close()
         engine.dispose()
 
     app = FastAPI(
@@ -198,6 +201,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = session_factory
+    app.state.database = database
     app.state.admin_token_hash = admin_hash
     app.state.generated_admin_token = generated
     app.state.auth_cache = TtlCache()

@@ -12,9 +12,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import exists, func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
-from app.models import Label, Pair, Rater, RaterExperiment, Segment
+from app.crud.common import LEFT_SEGMENT, RIGHT_SEGMENT, join_pair_segments
+from app.models import Label, Pair, Rater, RaterExperiment
 
 # Returns closer than this are a tie: a perfect teacher answers "equal" (float32 sums of equal rewards).
 TIE_TOLERANCE = 1e-6
@@ -147,19 +148,16 @@ def summarize(records: Iterable[LabelRecord], raters: Sequence[tuple[int, str, s
 
 def label_records(session: Session, experiment_id: int) -> list[LabelRecord]:
     """Every label of the experiment with its segments' true returns, in one query."""
-    left, right = aliased(Segment), aliased(Segment)
+    query = select(
+        Label.pair_id,
+        Label.rater_id,
+        Label.choice,
+        Label.response_time_ms,
+        LEFT_SEGMENT.true_return,
+        RIGHT_SEGMENT.true_return,
+    )
     rows = session.execute(
-        select(
-            Label.pair_id,
-            Label.rater_id,
-            Label.choice,
-            Label.response_time_ms,
-            left.true_return,
-            right.true_return,
-        )
-        .join(Pair, Pair.id == Label.pair_id)
-        .join(left, left.id == Pair.left_segment_id)
-        .join(right, right.id == Pair.right_segment_id)
+        join_pair_segments(query, pair_id=Label.pair_id)
         .where(Label.experiment_id == experiment_id)
         .order_by(Label.id)
     )

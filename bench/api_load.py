@@ -1,7 +1,11 @@
 """Load test: simulated raters run lease → label loops against a real uvicorn, on SQLite and PostgreSQL.
 
-    .venv/bin/python bench/api_load.py --raters 100 --duration 30
-    .venv/bin/python bench/api_load.py --raters 100 --duration 30 --offered 150 --db sqlite postgres
+    .venv/bin/python bench/api_load.py                      # every run below, then a table of them all
+    .venv/bin/python bench/api_load.py --duration 30 --offered 150 --db sqlite postgres --client raw
+
+One invocation runs, for each offered load (`--offered`, default 100, 200 and 0 = as fast as they can) and each
+client (`--client`, default httpx and raw): the bare-app ceiling, SQLite and PostgreSQL, PostgreSQL once per
+count of `--web-processes` (default 1 and 2), then prints a table of all the runs.
 
 Prints p50/p99 latency of lease and label, labels per second and the CPU time per request of the server and
 of the load generator, then counts in the database: lost labels (acknowledged but not stored), duplicates (a
@@ -20,6 +24,11 @@ browser, on uvloop. Two things that made httpx itself the bottleneck are avoided
 100 connections (its pool bookkeeping), and httpcore without `sniffio` installed (a failing import on every
 request). `--client raw` uses a minimal keep-alive HTTP/1.1 client on asyncio streams, one connection per
 rater, to see how much of the cost is the load generator's.
+
+`--web-processes 1 2` shows how throughput grows with uvicorn worker processes on PostgreSQL. On a 2-core
+machine the load generator, PostgreSQL and the web processes share the two cores, so a second web process can
+only take CPU from the others: the figure shows whether one web process was the bottleneck, not how a
+deployment with cores of its own for the web tier would scale.
 """
 
 from __future__ import annotations
@@ -306,7 +315,8 @@ def bench(
     workers: int,
     client_kind: str,
     offered: float,
-) -> None:
+) -> dict[str, Any]:
+    """One run; prints its figures and returns them for the summary."""
     cycle = raters / offered if offered else 0.0
     with tempfile.TemporaryDirectory() as folder:
         data_dir = Path(folder)
@@ -360,6 +370,40 @@ def bench(
     print(f"errors   {dict(observed.errors) or 'none'}")
     for what, value in counts.items():
         print(f"{what:36s} {value}")
+    return {
+        "db": kind,
+        "client": client_kind,
+        "offered": offered,
+        "web_processes": workers,
+        "lease_p50": percentile(lease, 50),
+        "lease_p99": percentile(lease, 99),
+        "label_p50": percentile(label, 50),
+        "label_p99": percentile(label, 99),
+        "labels_per_s": observed.labels_in_window / duration,
+        "server_cpu_ms": server_cpu / requests * 1000,
+        "errors": sum(observed.errors.values()),
+        "lost": counts.get("lost (acknowledged, not stored)", 0),
+        "duplicated": counts.get("pairs with duplicate labels", 0) + counts.get("duplicate idempotency keys", 0),
+        "double_leased": counts.get("pairs leased to two raters", 0),
+    }
+
+
+def print_summary(runs: list[dict[str, Any]]) -> None:
+    """All runs of this invocation in one table (ms; CPU: server CPU time per request)."""
+    print(f"\n== summary, load average at the end {os.getloadavg()[0]:.2f} ==")
+    header = (
+        "offered   client db        procs | lease p50   p99 | label p50   p99 | labels/s | CPU/req | "
+        "errors lost dup double"
+    )
+    print(header)
+    for run in runs:
+        offered = f"{run['offered']:.0f}/s" if run["offered"] else "max"
+        print(
+            f"{offered:9s} {run['client']:6s} {run['db']:9s} {run['web_processes']:5d} | "
+            f"{run['lease_p50']:9.1f} {run['lease_p99']:5.0f} | {run['label_p50']:9.1f} {run['label_p99']:5.0f} | "
+            f"{run['labels_per_s']:8.1f} | {run['server_cpu_ms']:7.2f} | "
+            f"{run['errors']:6d} {run['lost']:4d} {run['duplicated']:3d} {run['double_leased']:6d}"
+        )
 
 
 def main() -> None:
@@ -375,14 +419,33 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load per database")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring (connecting)")
     parser.add_argument("--pairs", type=int, default=40_000, help="pairs queued before the run")
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument(
-        "--offered", type=float, default=0.0, help="labels/s all raters together aim for (0: each as fast as it can)"
+        "--web-processes",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="uvicorn worker processes of the PostgreSQL runs, one run each (the others run one)",
     )
-    parser.add_argument("--client", choices=["httpx", "raw"], default="httpx", help="load generator (see above)")
+    parser.add_argument(
+        "--offered",
+        type=float,
+        nargs="+",
+        default=[100.0, 200.0, 0.0],
+        help="labels/s all raters together aim for, one run each (0: each as fast as it can)",
+    )
+    parser.add_argument(
+        "--client", choices=["httpx", "raw"], nargs="+", default=["httpx", "raw"], help="load generators (see above)"
+    )
     args = parser.parse_args()
-    for kind in args.db:
-        bench(kind, args.raters, args.duration, args.warmup, args.pairs, args.workers, args.client, args.offered)
+    runs = []
+    for offered in args.offered:
+        for client in args.client:
+            for kind in args.db:
+                for processes in args.web_processes if kind == "postgres" else [1]:
+                    runs.append(
+                        bench(kind, args.raters, args.duration, args.warmup, args.pairs, processes, client, offered)
+                    )
+    print_summary(runs)
 
 
 if __name__ == "__main__":

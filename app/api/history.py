@@ -4,23 +4,30 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from sqlalchemy.orm import Session
 
 from app import crud, schemas
 from app.api.convert import label_out, segment_ref
 from app.api.responses import API_ERRORS, errors
 from app.crud import history
-from app.deps import PathId, RaterDep, SessionDep, check_experiment_access
+from app.deps import DatabaseDep, PathId, RaterDep, SessionDep, require_experiment_access
+from app.models import Experiment
 
 router = APIRouter(tags=["labels"], responses=errors(*API_ERRORS))
 
 
 @router.get("/experiments/{experiment_id}/progress", response_model=schemas.RaterProgressOut, responses=errors(404))
-def get_rater_progress(experiment_id: PathId, session: SessionDep, rater: RaterDep) -> schemas.RaterProgressOut:
+async def get_rater_progress(
+    experiment_id: PathId, request: Request, session: SessionDep, database: DatabaseDep, rater: RaterDep
+) -> schemas.RaterProgressOut:
     """The calling rater's label count and what waits: the labeling page's counters (they survive a reload)."""
-    check_experiment_access(session, rater, experiment_id)
+    # The page polls this and the next route: `async def` through the database runner, like lease_pair.
+    await require_experiment_access(request, database, session, rater, experiment_id)
     assert rater.rater_id is not None
-    progress = history.rater_progress(session, experiment_id=experiment_id, rater_id=rater.rater_id)
+    progress = await database.run(
+        history.rater_progress, session, experiment_id=experiment_id, rater_id=rater.rater_id
+    )
     return schemas.RaterProgressOut(
         labels=progress.labels,
         pairs_waiting=progress.pairs_waiting,
@@ -32,17 +39,18 @@ def get_rater_progress(experiment_id: PathId, session: SessionDep, rater: RaterD
 @router.get(
     "/experiments/{experiment_id}/labels/mine", response_model=list[schemas.HistoryEntryOut], responses=errors(404)
 )
-def list_my_labels(
+async def list_my_labels(
     experiment_id: PathId,
+    request: Request,
     session: SessionDep,
+    database: DatabaseDep,
     rater: RaterDep,
     limit: Annotated[int, Query(ge=1, le=200, description="How many of the latest answers.")] = 20,
 ) -> list[schemas.HistoryEntryOut]:
     """The calling rater's latest answers in the experiment, newest first, with both clips of each pair."""
-    check_experiment_access(session, rater, experiment_id)
+    await require_experiment_access(request, database, session, rater, experiment_id)
     assert rater.rater_id is not None
-    experiment = crud.get_experiment(session, experiment_id=experiment_id)
-    entries = history.rater_history(session, experiment_id=experiment_id, rater_id=rater.rater_id, limit=limit)
+    experiment, entries = await database.run(_experiment_and_history, session, experiment_id, rater.rater_id, limit)
     return [
         schemas.HistoryEntryOut(
             label_id=entry.label_id,
@@ -55,6 +63,13 @@ def list_my_labels(
         )
         for entry in entries
     ]
+
+
+def _experiment_and_history(
+    session: Session, experiment_id: int, rater_id: int, limit: int
+) -> tuple[Experiment, list[history.HistoryEntry]]:
+    experiment = crud.get_experiment(session, experiment_id=experiment_id)
+    return experiment, history.rater_history(session, experiment_id=experiment_id, rater_id=rater_id, limit=limit)
 
 
 @router.put("/labels/{label_id}", response_model=schemas.LabelOut, responses=errors(404))

@@ -18,24 +18,27 @@ from sqlalchemy.orm import Session, sessionmaker
 from app import crud, schemas
 from app.api.convert import label_out, lease_out
 from app.api.responses import API_ERRORS, errors
-from app.deps import AdminDep, PathId, RaterDep, SessionDep, SettingsDep, check_experiment_access
+from app.deps import AdminDep, DatabaseDep, PathId, RaterDep, SessionDep, SettingsDep, require_experiment_access
 from app.errors import Invalid
 from app.vocabulary import Choice
 
 router = APIRouter(tags=["labels"], responses=errors(*API_ERRORS))
 
 
-# `async def` on purpose: see lease_pair in app/api/pairs.py.
+# `async def` through the database runner: see lease_pair in app/api/pairs.py.
 @router.post(
     "/labels",
     status_code=status.HTTP_201_CREATED,
     response_model=schemas.LabelOut,
     responses=errors(404, 409),
 )
-async def submit_label(body: schemas.LabelCreate, session: SessionDep, rater: RaterDep) -> schemas.LabelOut:
+async def submit_label(
+    body: schemas.LabelCreate, session: SessionDep, database: DatabaseDep, rater: RaterDep
+) -> schemas.LabelOut:
     """Store the calling rater's choice for a leased pair; the same idempotency key answers the same label."""
     assert rater.rater_id is not None
-    label, _created = crud.submit_label(
+    label, _created = await database.run(
+        crud.submit_label,
         session,
         rater_id=rater.rater_id,
         pair_id=body.pair_id,
@@ -47,14 +50,23 @@ async def submit_label(body: schemas.LabelCreate, session: SessionDep, rater: Ra
 
 
 @router.post("/experiments/{experiment_id}/labels/undo", response_model=schemas.UndoOut, responses=errors(404))
-def undo_label(
-    experiment_id: PathId, session: SessionDep, settings: SettingsDep, rater: RaterDep
+async def undo_label(
+    experiment_id: PathId,
+    request: Request,
+    session: SessionDep,
+    database: DatabaseDep,
+    settings: SettingsDep,
+    rater: RaterDep,
 ) -> schemas.UndoOut:
     """Remove the calling rater's last label in the experiment and lease its pair back to them."""
-    check_experiment_access(session, rater, experiment_id)
+    await require_experiment_access(request, database, session, rater, experiment_id)
     assert rater.rater_id is not None
-    label, info = crud.undo_last_label(
-        session, experiment_id=experiment_id, rater_id=rater.rater_id, lease_seconds=settings.lease_seconds
+    label, info = await database.run(
+        crud.undo_last_label,
+        session,
+        experiment_id=experiment_id,
+        rater_id=rater.rater_id,
+        lease_seconds=settings.lease_seconds,
     )
     return schemas.UndoOut(label=label_out(label), lease=lease_out(info))
 

@@ -13,12 +13,14 @@ from app.api.responses import API_ERRORS, errors
 from app.deps import (
     AdminDep,
     BeaconRaterDep,
+    DatabaseDep,
     PathId,
     PrincipalDep,
     RaterDep,
     SessionDep,
     SettingsDep,
     check_experiment_access,
+    require_experiment_access,
 )
 
 router = APIRouter(tags=["pairs"], responses=errors(*API_ERRORS))
@@ -45,10 +47,10 @@ def get_pair(pair_id: PathId, session: SessionDep, principal: PrincipalDep) -> s
     return pair_out(pair)
 
 
-# The raters' hot path (this and POST /labels) is `async def` calling the data layer directly: each is one
-# sub-millisecond transaction, and a hop to FastAPI's thread pool cost more than the work itself (with ~40
-# threads convoying on the GIL, server CPU per request doubled, SQLite and PostgreSQL alike). The price: the
-# event loop waits while the transaction runs; with a remote PostgreSQL, run several uvicorn workers.
+# The raters' hot paths (lease, label, undo, the page's polling reads, health) are `async def` and call the data
+# layer through the database runner: a hop to FastAPI's thread pool cost more than the work itself (with ~40
+# threads convoying on the GIL, server CPU per request doubled), while calling PostgreSQL inline stalled every
+# other request for each round trip. The runner calls SQLite inline and PostgreSQL on a small pool of its own.
 @router.post(
     "/experiments/{experiment_id}/leases",
     response_model=schemas.LeaseOut,
@@ -58,6 +60,7 @@ async def lease_pair(
     experiment_id: PathId,
     request: Request,
     session: SessionDep,
+    database: DatabaseDep,
     settings: SettingsDep,
     rater: RaterDep,
     exclude: Annotated[
@@ -67,9 +70,10 @@ async def lease_pair(
 ) -> schemas.LeaseOut | Response:
     """The calling rater's next pair: one they hold already (oldest first, lease unchanged), else a new lease
     while they hold fewer than the cap (RLHF_MAX_LEASES_PER_RATER); 204 when none is waiting."""
-    check_experiment_access(session, rater, experiment_id, request.app.state.auth_cache)
+    await require_experiment_access(request, database, session, rater, experiment_id)
     assert rater.rater_id is not None
-    info = crud.lease_pair(
+    info = await database.run(
+        crud.lease_pair,
         session,
         experiment_id=experiment_id,
         rater_id=rater.rater_id,

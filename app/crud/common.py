@@ -1,17 +1,24 @@
-"""Helpers shared by the data-layer modules: UTC times, tokens, get-or-404."""
+"""Helpers shared by the data-layer modules: UTC times, tokens, get-or-404, a pair's two segments."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import TypeVar, TypeVarTuple
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Select
+from sqlalchemy.orm import QueryableAttribute, Session, aliased
 
 from app.errors import NotFound
+from app.models import Pair, Segment
 
 Row = TypeVar("Row")
+Columns = TypeVarTuple("Columns")
+
+# A pair's two segments, under names of their own: a pair joins the segments table twice.
+LEFT_SEGMENT = aliased(Segment, name="left_segment")
+RIGHT_SEGMENT = aliased(Segment, name="right_segment")
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -34,3 +41,18 @@ def get_or_not_found(session: Session, *, model: type[Row], row_id: int, noun: s
     if row is None:
         raise NotFound(f"{noun}_id", f"no {noun} {row_id}")
     return row
+
+
+def join_pair_segments(
+    query: Select[*Columns], *, pair_id: QueryableAttribute[int] | None = None
+) -> Select[*Columns]:
+    """`query` joined to its pair and that pair's LEFT_SEGMENT and RIGHT_SEGMENT, whose columns it may select.
+
+    `pair_id` is the column naming the pair (`Label.pair_id`, `Lease.pair_id`); None when `query` selects from
+    the pairs table itself.
+    """
+    if pair_id is not None:
+        query = query.join(Pair, Pair.id == pair_id)
+    return query.join(LEFT_SEGMENT, LEFT_SEGMENT.id == Pair.left_segment_id).join(
+        RIGHT_SEGMENT, RIGHT_SEGMENT.id == Pair.right_segment_id
+    )

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import exists, func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
-from app.crud.common import as_utc
+from app.crud.common import LEFT_SEGMENT, RIGHT_SEGMENT, as_utc, join_pair_segments
 from app.crud.experiments import get_experiment
 from app.db import is_sqlite, write_transaction
 from app.errors import Conflict, Invalid, NotFound
-from app.models import Label, Lease, Pair, Segment, utcnow
+from app.models import Label, Lease, Pair, utcnow
 from app.vocabulary import CHOICES, ClipStatus
 
 
@@ -93,21 +93,18 @@ class HistoryEntry:
 
 def rater_history(session: Session, *, experiment_id: int, rater_id: int, limit: int = 20) -> list[HistoryEntry]:
     """The rater's latest answers in the experiment, newest first."""
-    left, right = aliased(Segment), aliased(Segment)
+    query = select(
+        Label.id,
+        Label.pair_id,
+        Label.choice,
+        Label.created_at,
+        Pair.left_segment_id,
+        Pair.right_segment_id,
+        LEFT_SEGMENT.clip_status,
+        RIGHT_SEGMENT.clip_status,
+    )
     rows = session.execute(
-        select(
-            Label.id,
-            Label.pair_id,
-            Label.choice,
-            Label.created_at,
-            Pair.left_segment_id,
-            Pair.right_segment_id,
-            left.clip_status,
-            right.clip_status,
-        )
-        .join(Pair, Pair.id == Label.pair_id)
-        .join(left, left.id == Pair.left_segment_id)
-        .join(right, right.id == Pair.right_segment_id)
+        join_pair_segments(query, pair_id=Label.pair_id)
         .where(Label.experiment_id == experiment_id, Label.rater_id == rater_id)
         .order_by(Label.id.desc())
         .limit(limit)

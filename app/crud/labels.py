@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, String, and_, bindparam, case, delete, func, insert, select, update
+from sqlalchemy import Executable, Integer, String, and_, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -67,20 +67,34 @@ def _label_statements(postgres: bool) -> dict[str, Any]:
         .outerjoin(Lease, and_(Lease.pair_id == Pair.id, Lease.rater_id == rater_id))
         .where(Pair.id == pair_id)
     )
+    # Storing the label: insert it, drop the rater's lease, count it on the pair. On PostgreSQL one statement
+    # (the other two as data-modifying CTEs), one round trip; SQLite runs them one by one, in-process.
+    stored_fields = ("experiment_id", "pair_id", "rater_id", "choice", "response_time_ms", "idempotency_key")
+    new_values = {name: bindparam(f"new_{name}", type_=Label.__table__.c[name].type) for name in stored_fields}
+    new_values["created_at"] = bindparam("new_created_at", type_=Label.created_at.type)
+    insert_label = insert(Label).values(new_values).returning(Label.id)  # named binds: it may sit in a CTE
+    drop_lease = delete(Lease).where(Lease.id == bindparam("lease_id", type_=Integer()))
+    count_label = (
+        update(Pair)
+        .where(Pair.id == pair_id)
+        .values(
+            labels_count=Pair.labels_count + 1,
+            status=case((Pair.labels_count + 1 >= Pair.labels_wanted, "complete"), else_=Pair.status),
+        )
+    )
+    store: list[Executable]
+    if postgres:
+        stored = insert_label.cte("stored")
+        store = [select(stored.c.id).add_cte(drop_lease.cte("dropped"), count_label.cte("counted"))]
+    else:
+        store = [insert_label, drop_lease, count_label]
     return {
         "state": state.with_for_update(of=Pair) if postgres else state,
         "label": select(*Label.__table__.columns).where(Label.id == bindparam("label_id")),
         "others_live": select(func.count())
         .select_from(Lease)
         .where(Lease.pair_id == pair_id, Lease.rater_id != rater_id, Lease.expires_at > bindparam("now")),
-        "insert": insert(Label).returning(Label.id),
-        "drop_lease": delete(Lease).where(Lease.id == bindparam("lease_id")),
-        "count": update(Pair)
-        .where(Pair.id == pair_id)
-        .values(
-            labels_count=Pair.labels_count + 1,
-            status=case((Pair.labels_count + 1 >= Pair.labels_wanted, "complete"), else_=Pair.status),
-        ),
+        "store": store,
     }
 
 
@@ -151,9 +165,11 @@ def _store_label(
             "idempotency_key": idempotency_key,
             "created_at": now,
         }
-        label_id = connection.execute(statements["insert"], values).scalar_one()
-        connection.execute(statements["drop_lease"], {"lease_id": state.lease_id})
-        connection.execute(statements["count"], keys)
+        first, *rest = statements["store"]
+        ids = {"lease_id": state.lease_id, "pair_id": pair_id}
+        label_id = connection.execute(first, {**{f"new_{k}": v for k, v in values.items()}, **ids}).scalar_one()
+        for statement in rest:
+            connection.execute(statement, ids)
     return Label(id=label_id, **values), True
 
 

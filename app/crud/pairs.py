@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, delete, exists, func, select, update
+from sqlalchemy import Integer, bindparam, delete, exists, func, literal, select, union_all, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import CursorResult
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
-from app.crud.common import as_utc, get_or_not_found
+from app.crud.common import LEFT_SEGMENT, RIGHT_SEGMENT, as_utc, get_or_not_found, join_pair_segments
 from app.crud.experiments import get_experiment
 from app.db import is_sqlite, write_transaction
 from app.errors import Forbidden, Invalid, NotFound
@@ -26,7 +26,7 @@ from app.models import (
     Segment,
     utcnow,
 )
-from app.schemas import PairIn
+from app.schemas import INT32_MAX, PairIn
 from app.vocabulary import ClipStatus
 
 
@@ -107,9 +107,9 @@ class LeaseInfo:
     right_clip_status: ClipStatus
 
 
-# The lease and label hot paths use Core statements built once (SQLAlchemy then reuses their compiled form):
-# building ORM statements per request cost more than running them. Each is a handful of statements, since on
-# PostgreSQL every statement is a round trip.
+# The lease and label hot paths use Core statements built once (SQLAlchemy then reuses their compiled form,
+# psycopg prepares them on each connection after a few runs): building ORM statements per request cost more
+# than running them. Each is a handful of statements, since on PostgreSQL every statement is a round trip.
 
 
 def _upsert(postgres: bool) -> Any:
@@ -121,27 +121,49 @@ def _lease_statements(postgres: bool, excluding: bool) -> dict[str, Any]:
     now = bindparam("now", type_=Lease.expires_at.type)
     rater_id = bindparam("rater_id", type_=Integer())
     pair_id = bindparam("pair_id", type_=Integer())
+    experiment_id = bindparam("experiment_id", type_=Integer())
+    shown = bindparam("exclude", expanding=True, type_=Integer())
 
-    def live_leases(of_pair: Any) -> Any:
+    def live_leases(of_pair: Any, *where: Any) -> Any:
         return (
-            select(func.count()).select_from(Lease).where(Lease.pair_id == of_pair, Lease.expires_at > now)
+            select(func.count()).select_from(Lease).where(Lease.pair_id == of_pair, Lease.expires_at > now, *where)
         ).scalar_subquery()
 
-    left, right = aliased(Segment), aliased(Segment)
-    candidate = (
-        select(
-            Pair.id,
-            Pair.labels_wanted,
-            Pair.labels_count,
-            Pair.left_segment_id,
-            Pair.right_segment_id,
-            left.clip_status.label("left_clip_status"),
-            right.clip_status.label("right_clip_status"),
+    # The rater's row, locked on PostgreSQL so that one rater's lease calls take turns (the cap on pairs held
+    # holds under concurrency); a revoked rater leases nothing, even while an auth cache still knows the token.
+    rater = select(Rater.active).where(Rater.id == rater_id)
+    if postgres:
+        rater = rater.with_for_update()
+    # The pair to lease, in one statement after the lock (on PostgreSQL it then sees the leases of the rater's
+    # calls that held the lock before): the oldest pair the rater holds that the caller does not show, for a
+    # new term; else, while the rater holds fewer than the cap, the best candidate.
+    held = (
+        Lease.experiment_id == experiment_id,
+        Lease.rater_id == rater_id,
+        Lease.expires_at > now,
+        Pair.status == "pending",
+    )
+    clip_statuses = (
+        LEFT_SEGMENT.clip_status.label("left_clip_status"),
+        RIGHT_SEGMENT.clip_status.label("right_clip_status"),
+    )
+    pair_columns = (Pair.labels_count, Pair.labels_wanted, Pair.left_segment_id, Pair.right_segment_id)
+    handed_back = (
+        join_pair_segments(
+            select(Lease.id.label("lease_id"), Pair.id, *pair_columns, *clip_statuses), pair_id=Lease.pair_id
         )
-        .join(left, left.id == Pair.left_segment_id)
-        .join(right, right.id == Pair.right_segment_id)
+        .where(*held, Pair.id.not_in(shown))
+        .order_by(Lease.id)
+        .limit(1)
+    )
+    held_pairs = select(Lease.id).join(Pair, Pair.id == Lease.pair_id).where(*held)
+    held_count = select(func.count()).select_from(held_pairs.subquery()).scalar_subquery()
+    candidate = (
+        join_pair_segments(select(literal(None, Integer()).label("lease_id"), Pair.id, *pair_columns, *clip_statuses))
         .where(
-            Pair.experiment_id == bindparam("experiment_id", type_=Integer()),
+            ~held_pairs.where(Pair.id.not_in(shown)).exists(),
+            held_count < bindparam("max_held", type_=Integer()),
+            Pair.experiment_id == experiment_id,
             Pair.status == "pending",
             Pair.labels_count + live_leases(Pair.id) < Pair.labels_wanted,
             ~exists().where(Label.pair_id == Pair.id, Label.rater_id == rater_id),
@@ -156,33 +178,13 @@ def _lease_statements(postgres: bool, excluding: bool) -> dict[str, Any]:
         candidate = candidate.where(Pair.id.not_in(bindparam("rejected", expanding=True)))
     if postgres:
         candidate = candidate.with_for_update(skip_locked=True, of=Pair)
-    # The rater's row, locked on PostgreSQL so that one rater's lease calls take turns (the cap on pairs held
-    # holds under concurrency); a revoked rater leases nothing, even while an auth cache still knows the token.
-    rater = select(Rater.active).where(Rater.id == rater_id)
-    if postgres:
-        rater = rater.with_for_update()
-    # The rater's live leases on pending pairs, oldest first. A statement of its own after the lock: on
-    # PostgreSQL it then sees the leases of the rater's calls that held the lock before.
-    held = (
-        select(
-            Lease.id.label("lease_id"),
-            Lease.expires_at,
-            Pair.id,
-            Pair.left_segment_id,
-            Pair.right_segment_id,
-            left.clip_status.label("left_clip_status"),
-            right.clip_status.label("right_clip_status"),
-        )
-        .join(Pair, Pair.id == Lease.pair_id)
-        .join(left, left.id == Pair.left_segment_id)
-        .join(right, right.id == Pair.right_segment_id)
-        .where(
-            Lease.experiment_id == bindparam("experiment_id", type_=Integer()),
-            Lease.rater_id == rater_id,
-            Lease.expires_at > now,
-            Pair.status == "pending",
-        )
-        .order_by(Lease.id)
+    pick = union_all(select(handed_back.subquery()), select(candidate.subquery()))
+    # Handed back for a new term: a page that left (a reload) releases its old term by beacon, which may
+    # arrive after the new page asked; naming the old expiry, it releases nothing.
+    renew = (
+        update(Lease)
+        .where(Lease.id == bindparam("lease_id", type_=Integer()))
+        .values(created_at=now, expires_at=bindparam("expires_at", type_=Lease.expires_at.type))
     )
     # Inserts the lease only if the pair still has room. On PostgreSQL this re-counts under the pair's row
     # lock in a fresh statement, so it sees leases committed by earlier lock holders after the candidate
@@ -191,7 +193,7 @@ def _lease_statements(postgres: bool, excluding: bool) -> dict[str, Any]:
     values = select(
         pair_id,
         rater_id,
-        bindparam("experiment_id", type_=Integer()),
+        experiment_id,
         now,
         bindparam("expires_at", type_=Lease.expires_at.type),
     ).where(bindparam("labels_count", type_=Integer()) + live_leases(pair_id) < bindparam("labels_wanted"))
@@ -202,7 +204,7 @@ def _lease_statements(postgres: bool, excluding: bool) -> dict[str, Any]:
         index_elements=["pair_id", "rater_id"],
         set_={"created_at": insert_lease.excluded.created_at, "expires_at": insert_lease.excluded.expires_at},
     ).returning(Lease.id)
-    return {"rater": rater, "held": held, "candidate": candidate, "insert": insert_lease}
+    return {"rater": rater, "pick": pick, "renew": renew, "insert": insert_lease}
 
 
 def lease_pair(
@@ -222,7 +224,8 @@ def lease_pair(
     first among equals. A pair is offered while its labels plus live leases fall short of `labels_wanted`, and
     never to a rater who labeled it or holds it. On PostgreSQL the rater's row is locked first, so one rater's
     calls take turns, and candidates are locked with FOR UPDATE SKIP LOCKED and re-counted under the lock; on
-    SQLite the whole transaction is BEGIN IMMEDIATE, so it runs alone.
+    SQLite the whole transaction is BEGIN IMMEDIATE, so it runs alone. Three statements: the rater, the pair,
+    the lease (a statement per step on PostgreSQL, each seeing what the lock before it let through).
 
     Raises:
         NotFound: no rater `rater_id`. Forbidden: the rater was revoked.
@@ -232,65 +235,51 @@ def lease_pair(
         connection = session.connection()  # Core execution: skips the ORM's per-statement bookkeeping
         now = utcnow()
         expires_at = now + timedelta(seconds=lease_seconds)
-        params: dict[str, Any] = {"experiment_id": experiment_id, "rater_id": rater_id, "now": now}
-        statements = _lease_statements(postgres, False)
-        active = connection.execute(statements["rater"], params).scalar()
+        params: dict[str, Any] = {
+            "experiment_id": experiment_id,
+            "rater_id": rater_id,
+            "now": now,
+            "expires_at": expires_at,
+            "exclude": list(exclude_pair_ids),
+            "max_held": INT32_MAX if max_held is None else max_held,
+        }
+        active = connection.execute(_lease_statements(postgres, False)["rater"], params).scalar()
         if active is None:
             raise NotFound("rater_id", f"no rater {rater_id}")
         if not active:
             raise Forbidden("authorization", "the rater's token was revoked")
-        held = connection.execute(statements["held"], params).all()
-        for lease in held:
-            if lease.id not in exclude_pair_ids:
-                # Handed back for a new term: a page that left (a reload) releases its old term by beacon,
-                # which may arrive after the new page asked; naming the old expiry, it releases nothing.
-                connection.execute(
-                    update(Lease).where(Lease.id == lease.lease_id).values(created_at=now, expires_at=expires_at)
-                )
-                return LeaseInfo(
-                    lease_id=lease.lease_id,
-                    pair_id=lease.id,
-                    experiment_id=experiment_id,
-                    rater_id=rater_id,
-                    expires_at=as_utc(expires_at),
-                    left_segment_id=lease.left_segment_id,
-                    right_segment_id=lease.right_segment_id,
-                    left_clip_status=lease.left_clip_status,
-                    right_clip_status=lease.right_clip_status,
-                )
-        if max_held is not None and len(held) >= max_held:
-            return None
         rejected: list[int] = []
         for _attempt in range(20):
             statements = _lease_statements(postgres, bool(rejected))
-            if rejected:
-                params["rejected"] = rejected
-            candidate = connection.execute(statements["candidate"], params).first()
-            if candidate is None:
+            pair = connection.execute(statements["pick"], {**params, "rejected": rejected}).first()
+            if pair is None:
                 return None
-            lease_id = connection.execute(
-                statements["insert"],
-                {
-                    **params,
-                    "pair_id": candidate.id,
-                    "expires_at": expires_at,
-                    "labels_count": candidate.labels_count,
-                    "labels_wanted": candidate.labels_wanted,
-                },
-            ).scalar()
-            if lease_id is None:  # filled up between the candidate query and the lock
-                rejected.append(candidate.id)
-                continue
+            lease_id = pair.lease_id
+            if lease_id is not None:
+                connection.execute(statements["renew"], {**params, "lease_id": lease_id})
+            else:
+                lease_id = connection.execute(
+                    statements["insert"],
+                    {
+                        **params,
+                        "pair_id": pair.id,
+                        "labels_count": pair.labels_count,
+                        "labels_wanted": pair.labels_wanted,
+                    },
+                ).scalar()
+                if lease_id is None:  # filled up between the candidate query and the lock
+                    rejected.append(pair.id)
+                    continue
             return LeaseInfo(
                 lease_id=lease_id,
-                pair_id=candidate.id,
+                pair_id=pair.id,
                 experiment_id=experiment_id,
                 rater_id=rater_id,
                 expires_at=as_utc(expires_at),
-                left_segment_id=candidate.left_segment_id,
-                right_segment_id=candidate.right_segment_id,
-                left_clip_status=candidate.left_clip_status,
-                right_clip_status=candidate.right_clip_status,
+                left_segment_id=pair.left_segment_id,
+                right_segment_id=pair.right_segment_id,
+                left_clip_status=pair.left_clip_status,
+                right_clip_status=pair.right_clip_status,
             )
         return None
 

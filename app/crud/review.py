@@ -9,13 +9,13 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
-from app.crud.common import as_utc
+from app.crud.common import LEFT_SEGMENT, RIGHT_SEGMENT, as_utc, join_pair_segments
 from app.crud.experiments import get_experiment
 from app.db import is_sqlite, write_transaction
 from app.errors import NotFound
-from app.models import Label, Lease, Pair, Rater, Segment, utcnow
+from app.models import Label, Lease, Pair, Rater, utcnow
 from app.stats import perfect_teacher_choice
 from app.vocabulary import ClipStatus
 
@@ -94,24 +94,20 @@ class Disagreement:
 def disagreements(session: Session, *, experiment_id: int, limit: int = 50) -> list[Disagreement]:
     """Pairs labeled by two or more raters whose non-skip answers differ, newest pair first."""
     get_experiment(session, experiment_id=experiment_id)
-    left, right = aliased(Segment), aliased(Segment)
+    query = select(
+        Label.pair_id,
+        Label.rater_id,
+        Rater.name,
+        Label.choice,
+        Pair.left_segment_id,
+        Pair.right_segment_id,
+        LEFT_SEGMENT.clip_status,
+        RIGHT_SEGMENT.clip_status,
+        LEFT_SEGMENT.true_return,
+        RIGHT_SEGMENT.true_return,
+    ).join(Rater, Rater.id == Label.rater_id)
     rows = session.execute(
-        select(
-            Label.pair_id,
-            Label.rater_id,
-            Rater.name,
-            Label.choice,
-            Pair.left_segment_id,
-            Pair.right_segment_id,
-            left.clip_status,
-            right.clip_status,
-            left.true_return,
-            right.true_return,
-        )
-        .join(Pair, Pair.id == Label.pair_id)
-        .join(Rater, Rater.id == Label.rater_id)
-        .join(left, left.id == Pair.left_segment_id)
-        .join(right, right.id == Pair.right_segment_id)
+        join_pair_segments(query, pair_id=Label.pair_id)
         .where(Label.experiment_id == experiment_id)
         .order_by(Label.pair_id.desc(), Label.id)
     ).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -151,6 +152,39 @@ def test_revoking_a_rater_keeps_their_labels_and_frees_their_pairs_at_once(
             crud.lease_pair(session, experiment_id=world.experiment_id, rater_id=revoked_id, lease_seconds=9)
         with pytest.raises(Forbidden):
             crud.undo_last_label(session, experiment_id=world.experiment_id, rater_id=revoked_id, lease_seconds=9)
+
+
+def test_a_revoked_token_is_refused_by_every_web_process_within_the_cache_ttl(
+    settings: Settings, rng: np.random.Generator
+) -> None:
+    """Two web processes on one database: the one that revoked refuses the token at once; the other still
+    knows it from its auth cache until the TTL runs out (app.deps.TtlCache: 5 s; here 1 s), and meanwhile the
+    rater leases and labels nothing through it."""
+    revoking, other = create_app(settings), create_app(settings)
+    other.state.auth_cache.ttl_seconds = 1.0
+    admin = {"Authorization": "Bearer test-admin-token"}
+    try:
+        with TestClient(revoking, headers=admin) as first, TestClient(other) as second:
+            world = build_world(first, rng, pairs=3, raters=1)
+            rater, url = world.rater_headers(0), f"/api/v1/experiments/{world.experiment_id}/leases"
+            lease = second.post(url, headers=rater)  # the other process caches the token and the invitation
+            cached_at = time.monotonic()
+            assert lease.status_code == 200
+            assert first.post(f"/api/v1/raters/{world.rater_ids[0]}/revoke").status_code == 200
+            assert first.post(url, headers=rater).status_code == 401
+            body = {"pair_id": lease.json()["pair_id"], "choice": "left"}
+            assert second.post("/api/v1/labels", json=body, headers=rater).status_code in (401, 409)  # lease gone
+            again = second.post(url, headers=rater)
+            if time.monotonic() - cached_at < 0.5:  # surely cached still (at least half the TTL): the database refuses
+                assert again.status_code == 403, again.text
+                assert again.json()["detail"] == "authorization: the rater's token was revoked"
+            assert again.status_code in (401, 403)
+            time.sleep(1.05)
+            assert second.post(url, headers=rater).status_code == 401
+            assert first.get(f"/api/v1/experiments/{world.experiment_id}").json()["counts"]["labels"] == 0
+    finally:
+        revoking.state.engine.dispose()
+        other.state.engine.dispose()
 
 
 def test_failed_authentication_is_rate_limited_per_address(settings: Settings) -> None:

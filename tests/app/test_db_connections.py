@@ -1,10 +1,15 @@
-"""Pooled PostgreSQL connections cut by a database restart are replaced, not handed to a request."""
+"""PostgreSQL connections: pooled ones cut by a database restart are replaced, not handed to a request; a request
+waiting for the database holds up no other; the hot path's statements are prepared."""
 
 from __future__ import annotations
 
+import threading
+import time
+
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from helpers import ADMIN_TOKEN
+from helpers import ADMIN_TOKEN, build_world
 from sqlalchemy import create_engine, text
 
 import app.db
@@ -49,5 +54,80 @@ def test_idle_connection_cut_by_the_database_is_replaced(
                 assert response.status_code == 503
                 assert response.json()["detail"] == "database: connection lost, please retry"
                 assert client.get("/api/v1/experiments").status_code == 200
+    finally:
+        application.state.engine.dispose()
+
+
+def test_a_request_waiting_for_postgres_holds_up_no_other_request(
+    postgres_url: str, tmp_path, rng: np.random.Generator
+) -> None:
+    """A lease waits for a row lock another connection holds; meanwhile /healthz and another rater's lease
+    answer: the lease waits on the database runner's thread, not on the event loop."""
+    application = create_app(Settings(database_url=postgres_url, data_dir=tmp_path, admin_token=ADMIN_TOKEN))
+    blocker_engine = create_engine(postgres_url)
+    try:
+        with TestClient(application, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
+            world = build_world(client, rng, pairs=3, raters=2, name="waiting")
+            url = f"/api/v1/experiments/{world.experiment_id}/leases"
+            for rater in (0, 1):  # the token and invitation caches know both raters now
+                lease = client.post(url, headers=world.rater_headers(rater))
+                assert lease.status_code == 200, lease.text
+            answers: dict[str, int] = {}
+
+            def ask(name: str, method: str, path: str, headers: dict[str, str]) -> threading.Thread:
+                def call() -> None:
+                    answers[name] = client.request(method, path, headers=headers).status_code
+
+                thread = threading.Thread(target=call, daemon=True)
+                thread.start()
+                return thread
+
+            with blocker_engine.connect() as blocker:
+                blocker.execute(text("SELECT id FROM raters WHERE id = :id FOR UPDATE"), {"id": world.rater_ids[0]})
+                stuck = ask("stuck", "POST", url, world.rater_headers(0))
+                _wait_for_a_lock_wait(postgres_url)
+                others = [ask("health", "GET", "/healthz", {}), ask("other", "POST", url, world.rater_headers(1))]
+                for thread in others:
+                    thread.join(timeout=10)
+                answered_while_stuck = dict(answers)
+                blocker.rollback()
+            stuck.join(timeout=10)
+            assert answered_while_stuck == {"health": 200, "other": 200}
+            assert answers["stuck"] == 200
+    finally:
+        application.state.engine.dispose()
+        blocker_engine.dispose()
+
+
+def _wait_for_a_lock_wait(url: str) -> None:
+    # Autocommit: every look is a transaction of its own, and sees pg_stat_activity anew.
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    try:
+        with engine.connect() as connection:
+            for _ in range(200):
+                if connection.execute(text(query)).scalar_one():
+                    return
+                time.sleep(0.05)
+    finally:
+        engine.dispose()
+    raise AssertionError("no request waits for the lock")
+
+
+def test_the_lease_and_label_statements_are_prepared(postgres_url: str, tmp_path, rng: np.random.Generator) -> None:
+    """psycopg prepares a statement on a connection after a few runs (prepare_threshold): the hot path's are."""
+    settings = Settings(database_url=postgres_url, data_dir=tmp_path, admin_token=ADMIN_TOKEN, db_pool_size=1)
+    application = create_app(settings)
+    try:
+        with TestClient(application, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
+            world = build_world(client, rng, pairs=8, raters=1, name="prepared")
+            for _ in range(8):
+                lease = client.post(f"/api/v1/experiments/{world.experiment_id}/leases", headers=world.rater_headers())
+                body = {"pair_id": lease.json()["pair_id"], "choice": "left"}
+                assert client.post("/api/v1/labels", json=body, headers=world.rater_headers()).status_code == 201
+            with application.state.session_factory() as session:  # the pool's one connection
+                prepared = session.scalars(text("SELECT statement FROM pg_prepared_statements")).all()
+        assert any("SKIP LOCKED" in statement for statement in prepared)  # the lease's pick
+        assert any("INSERT INTO labels" in statement for statement in prepared)  # the label's store
     finally:
         application.state.engine.dispose()
