@@ -112,8 +112,30 @@ def _rgb_env(env_id: str) -> gym.Env:
                 env = _mujoco_rgb_env(env_id)
             else:
                 env = gym.make(registered_id(env_id), render_mode="rgb_array")
+                _draw_on_rgb_screen(env)
             _envs[env_id] = env
         return env
+
+
+def _draw_on_rgb_screen(env: gym.Env) -> None:
+    """Give a classic-control env a 24-bit screen whose bytes are in R, G, B order; the frames stay the same.
+
+    Gymnasium's classic-control envs draw each frame on a 32-bit surface, blit it to `screen`, and return
+    `np.array(pygame.surfarray.pixels3d(screen))`. From their 32-bit screen that copy gathers 3 bytes of every 4
+    (about 2 of CartPole's 2.2 ms a frame); from this one it is a plain copy of contiguous RGB rows.
+    tests/app/test_clips.py checks the frames are identical to env.render()'s own.
+    """
+    import pygame
+
+    unwrapped = env.unwrapped
+    if not type(unwrapped).__module__.startswith("gymnasium.envs.classic_control."):
+        return
+    env.reset(seed=0)
+    env.render()  # makes the env's own screen (and initialises pygame's display module)
+    screen = getattr(unwrapped, "screen", None)
+    if isinstance(screen, pygame.Surface):
+        rgb_bytes = (0x0000FF, 0x00FF00, 0xFF0000, 0)  # channel masks: red in the first byte (little-endian)
+        unwrapped.screen = pygame.Surface(screen.get_size(), 0, 24, rgb_bytes)  # type: ignore[attr-defined]
 
 
 # MuJoCo clips: 240x240 without shadows, reflections and skybox. On Mesa's software renderer that draws a

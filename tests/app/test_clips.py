@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import av
+import gymnasium as gym
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -40,6 +41,24 @@ def test_render_frames_replays_from_seed() -> None:
     assert first[0].shape == (400, 600, 3) and first[0].dtype == np.uint8
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
     assert not np.array_equal(first[0], first[-1])
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "MountainCar-v0", "Pendulum-v1", "Acrobot-v1"])
+def test_frames_are_the_envs_own_pictures(env_id: str) -> None:
+    """Clips draw on a faster screen (worker.render._draw_on_rgb_screen); every pixel is still env.render()'s."""
+    env = gym.make(env_id, render_mode="rgb_array")
+    env.action_space.seed(3)
+    actions = [env.action_space.sample() for _ in range(40)]
+    env.reset(seed=3)
+    expected = [env.render()]
+    for action in actions:
+        _, _, terminated, truncated, _ = env.step(action)
+        expected.append(env.render())
+        if terminated or truncated:
+            break
+    frames = render_frames(env_id, 3, actions)[: len(expected)]
+    assert len({frame.tobytes() for frame in frames}) > 5  # moving pictures, not one repeated
+    assert all(np.array_equal(frame, own) for frame, own in zip(frames, expected, strict=True))
 
 
 def test_frames_drawn_in_the_background_thread_are_the_same() -> None:
