@@ -67,6 +67,20 @@ def test_frames_drawn_in_the_background_thread_are_the_same() -> None:
     assert all(np.array_equal(a, b) for a, b in zip(render_frames("CartPole-v1", 4, actions), background, strict=True))
 
 
+def test_a_replayed_clip_shows_every_frame_in_order(tmp_path: Path) -> None:
+    """render_clip converts frames ahead in the render thread; each decoded frame is still its own time step."""
+    actions = [0, 1] * 12  # the pole stays up
+    info = render_clip("CartPole-v1", 2, actions, tmp_path / "clip.mp4")
+    with av.open(str(tmp_path / "clip.mp4")) as container:
+        decoded = [frame.to_ndarray(format="rgb24").astype(int) for frame in container.decode(video=0)]
+    expected = render_frames("CartPole-v1", 2, actions)
+    assert info["frame_count"] == len(decoded) == len(expected) == 25
+    assert len({frame.tobytes() for frame in expected}) > 15
+    for t, frame in enumerate(decoded):
+        errors = [np.abs(frame - other).mean() for other in expected]
+        assert errors[t] == min(errors) < 2  # (consecutive frames may be the same picture)
+
+
 def test_rendered_clip_is_web_ready_and_served_with_ranges(
     client: TestClient, settings: Settings, session_factory, rng: np.random.Generator
 ) -> None:
