@@ -6,9 +6,10 @@ starts before the whole file arrives; the poster is a JPEG of the first frame.
 
 Speed (bench/clips.py): libx264 runs in this process through PyAV, so there is no ffmpeg process to start and
 no raw RGB to pipe to one; the RGB to yuv420p conversion takes swscale's SIMD path (TO_YUV420P); and
-`render_clip` draws the next frames in a background thread while the current one is encoded. The two overlap
-on two cores because PyAV releases the GIL while it converts and encodes a frame. Only ever one thread renders,
-the same one for the life of the process: pygame is not thread-safe (two CartPole envs drawing at once in two
+`render_clip` draws the next frames and converts them in a background thread while the current one is encoded
+(per CartPole frame, about 0.4 ms drawing plus 0.6 converting there, 0.6 encoding here). The two overlap on
+two cores because PyAV releases the GIL while it converts and encodes a frame. Only ever one thread renders, the
+same one for the life of the process: pygame is not thread-safe (two CartPole envs drawing at once in two
 threads garble each other's frames), and a MuJoCo env's OpenGL context works only in the thread that made it.
 
 MuJoCo envs (the `mujoco` extra) are replayed from a segment's physics start state (`Segment.start_state`) with
@@ -27,7 +28,7 @@ from collections.abc import Generator, Iterable, Iterator, MutableMapping, Seque
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 # rgb_array rendering needs no display or sound; without these pygame complains about XDG_RUNTIME_DIR.
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
@@ -95,6 +96,8 @@ TO_YUV420P = Interpolation.BILINEAR | Interpolation.FULL_CHR_H_INP
 # How many frames the render thread may run ahead of the encoder.
 PREFETCH_FRAMES = 8
 
+T = TypeVar("T")
+
 _envs: dict[str, gym.Env] = {}
 _envs_lock = threading.Lock()
 
@@ -112,8 +115,30 @@ def _rgb_env(env_id: str) -> gym.Env:
                 env = _mujoco_rgb_env(env_id)
             else:
                 env = gym.make(registered_id(env_id), render_mode="rgb_array")
+                _draw_on_rgb_screen(env)
             _envs[env_id] = env
         return env
+
+
+def _draw_on_rgb_screen(env: gym.Env) -> None:
+    """Give a classic-control env a 24-bit screen whose bytes are in R, G, B order; the frames stay the same.
+
+    Gymnasium's classic-control envs draw each frame on a 32-bit surface, blit it to `screen`, and return
+    `np.array(pygame.surfarray.pixels3d(screen))`. From their 32-bit screen that copy gathers 3 bytes of every 4
+    (1.4 of the 1.8 ms CPU a CartPole frame takes here); from this one it is a plain copy of contiguous RGB rows.
+    tests/app/test_clips.py checks the frames are identical to env.render()'s own.
+    """
+    import pygame
+
+    unwrapped = env.unwrapped
+    if not type(unwrapped).__module__.startswith("gymnasium.envs.classic_control."):
+        return
+    env.reset(seed=0)
+    env.render()  # makes the env's own screen (and initialises pygame's display module)
+    screen = getattr(unwrapped, "screen", None)
+    if isinstance(screen, pygame.Surface):
+        rgb_bytes = (0x0000FF, 0x00FF00, 0xFF0000, 0)  # channel masks: red in the first byte (little-endian)
+        unwrapped.screen = pygame.Surface(screen.get_size(), 0, 24, rgb_bytes)  # type: ignore[attr-defined]
 
 
 # MuJoCo clips: 240x240 without shadows, reflections and skybox. On Mesa's software renderer that draws a
@@ -198,18 +223,18 @@ def render_frames(
 _RENDER_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-frames")
 
 
-def _prefetch(frames: Iterable[np.ndarray], depth: int = PREFETCH_FRAMES) -> Generator[np.ndarray, None, None]:
-    """Yield `frames` while the render thread produces up to `depth` of the next ones.
+def _prefetch(items: Iterable[T], depth: int = PREFETCH_FRAMES) -> Generator[T, None, None]:
+    """Yield `items` while the render thread produces up to `depth` of the next ones.
 
-    Close the generator when done with it (`contextlib.closing`): that cancels the frames not yet begun and
-    waits for the one being drawn, so nothing else is left using the environment.
+    Close the generator when done with it (`contextlib.closing`): that cancels the items not yet begun and
+    waits for the one being made, so nothing else is left using the environment.
     """
-    iterator = iter(frames)
-    ahead = deque(_RENDER_THREAD.submit(next, iterator, None) for _ in range(depth))  # None: no frames left
+    iterator = iter(items)
+    ahead = deque(_RENDER_THREAD.submit(next, iterator, None) for _ in range(depth))  # None: no items left
     try:
-        while (frame := ahead.popleft().result()) is not None:
+        while (item := ahead.popleft().result()) is not None:
             ahead.append(_RENDER_THREAD.submit(next, iterator, None))
-            yield frame
+            yield item
     finally:
         for future in ahead:
             future.cancel()
@@ -220,6 +245,30 @@ def _even(frame: np.ndarray) -> np.ndarray:
     """Drop a last odd row or column (yuv420p needs even sizes)."""
     height, width = frame.shape[:2]
     return frame[: height - height % 2, : width - width % 2]
+
+
+def _yuv420p_pictures(frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, av.VideoFrame]]:
+    """Yield each frame, cropped to even sizes, with its yuv420p picture for the encoder.
+
+    The same array object given again is taken to be the same picture (an ended segment's last frame, as
+    iter_frames yields it) and converted once.
+
+    Raises:
+        ValueError: a frame whose shape differs from the first one's.
+    """
+    to_yuv = VideoReformatter()
+    given: Any = None
+    for index, frame in enumerate(frames):
+        if frame is not given:
+            given = frame
+            rgb = _even(np.asarray(frame, dtype=np.uint8))
+            if index == 0:
+                first_shape = rgb.shape
+            if rgb.shape != first_shape:
+                raise ValueError(f"frame {index} has shape {rgb.shape}, the first had {first_shape}")
+            picture = av.VideoFrame.from_numpy_buffer(np.ascontiguousarray(rgb), format="rgb24")  # no copy
+            yuv = to_yuv.reformat(picture, format="yuv420p", interpolation=TO_YUV420P, threads=1)
+        yield rgb, yuv
 
 
 def write_poster(frame: np.ndarray, path: Path) -> Path:
@@ -242,32 +291,26 @@ def encode_clip(frames: Iterable[np.ndarray], path: Path, fps: int = 30) -> dict
     Returns:
         frame_count, width, height, size_bytes and poster (the poster's Path).
     """
-    iterator = iter(frames)
+    return _encode_pictures(_yuv420p_pictures(frames), path, fps)
+
+
+def _encode_pictures(pictures: Iterable[tuple[np.ndarray, av.VideoFrame]], path: Path, fps: int) -> dict[str, Any]:
+    """encode_clip's encoder: `pictures` are what _yuv420p_pictures yields."""
+    iterator = iter(pictures)
     first = next(iterator, None)
     if first is None:
         raise ValueError("a clip needs at least one frame")
-    first = _even(np.asarray(first, dtype=np.uint8))
-    height, width = first.shape[:2]
+    height, width = first[0].shape[:2]
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.stem}-{secrets.token_hex(4)}.mp4")  # same folder: os.replace is atomic
-    to_yuv = VideoReformatter()
     count = 0
     try:
         with av.open(str(partial), "w", format="mp4", container_options={"movflags": "+faststart"}) as video:
             stream = video.add_stream("libx264", rate=fps, options=X264_OPTIONS)
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            # x264 on one thread, like the conversion below: the other core renders the next frames.
+            # x264 on one thread: the other core renders and converts the next frames.
             stream.codec_context.thread_count = 1
-            converted: tuple[Any, av.VideoFrame] | None = None  # (frame given, its yuv420p picture)
-            for given in itertools.chain([first], iterator):
-                # A segment that ended repeats its last frame (iter_frames yields the same array): convert once.
-                if converted is None or given is not converted[0]:
-                    frame = _even(np.asarray(given, dtype=np.uint8))
-                    if frame.shape != first.shape:
-                        raise ValueError(f"frame {count} has shape {frame.shape}, the first had {first.shape}")
-                    rgb = av.VideoFrame.from_numpy_buffer(np.ascontiguousarray(frame), format="rgb24")  # no copy
-                    converted = (given, to_yuv.reformat(rgb, format="yuv420p", interpolation=TO_YUV420P, threads=1))
-                yuv = converted[1]
+            for _, yuv in itertools.chain([first], iterator):
                 yuv.pts = count  # in 1/fps units, the stream's time base
                 video.mux(stream.encode(yuv))
                 count += 1
@@ -280,7 +323,7 @@ def encode_clip(frames: Iterable[np.ndarray], path: Path, fps: int = 30) -> dict
         "width": width,
         "height": height,
         "size_bytes": path.stat().st_size,
-        "poster": write_poster(first, path.with_suffix(".jpg")),
+        "poster": write_poster(first[0], path.with_suffix(".jpg")),
     }
 
 
@@ -294,7 +337,7 @@ def render_clip(
     frame_count: int | None = None,
     start_state: Sequence[float] | np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Replay a segment and encode it as a clip, rendering the next frames while the current one encodes.
+    """Replay a segment and encode it as a clip; the render thread draws and converts the next frames meanwhile.
 
     Keeps frames [first_frame, first_frame + frame_count) of `iter_frames(env_id, seed, actions, start_state)`.
 
@@ -303,8 +346,8 @@ def render_clip(
     """
     stop = None if frame_count is None else first_frame + frame_count
     kept = itertools.islice(iter_frames(env_id, seed, actions, start_state), first_frame, stop)
-    with closing(_prefetch(kept)) as frames:
-        return encode_clip(frames, path, fps)
+    with closing(_prefetch(_yuv420p_pictures(kept))) as pictures:
+        return _encode_pictures(pictures, path, fps)
 
 
 def _state_from_obs(env_id: str, obs: np.ndarray) -> np.ndarray:

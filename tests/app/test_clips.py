@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import av
+import gymnasium as gym
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -42,10 +43,42 @@ def test_render_frames_replays_from_seed() -> None:
     assert not np.array_equal(first[0], first[-1])
 
 
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "MountainCar-v0", "Pendulum-v1", "Acrobot-v1"])
+def test_frames_are_the_envs_own_pictures(env_id: str) -> None:
+    """Clips draw on a faster screen (worker.render._draw_on_rgb_screen); every pixel is still env.render()'s."""
+    env = gym.make(env_id, render_mode="rgb_array")
+    env.action_space.seed(3)
+    actions = [env.action_space.sample() for _ in range(40)]
+    env.reset(seed=3)
+    expected = [env.render()]
+    for action in actions:
+        _, _, terminated, truncated, _ = env.step(action)
+        expected.append(env.render())
+        if terminated or truncated:
+            break
+    frames = render_frames(env_id, 3, actions)[: len(expected)]
+    assert len({frame.tobytes() for frame in frames}) > 5  # moving pictures, not one repeated
+    assert all(np.array_equal(frame, own) for frame, own in zip(frames, expected, strict=True))
+
+
 def test_frames_drawn_in_the_background_thread_are_the_same() -> None:
     actions = [0, 1] * 10
     background = _prefetch(iter_frames("CartPole-v1", 4, actions), depth=3)
     assert all(np.array_equal(a, b) for a, b in zip(render_frames("CartPole-v1", 4, actions), background, strict=True))
+
+
+def test_a_replayed_clip_shows_every_frame_in_order(tmp_path: Path) -> None:
+    """render_clip converts frames ahead in the render thread; each decoded frame is still its own time step."""
+    actions = [0, 1] * 12  # the pole stays up
+    info = render_clip("CartPole-v1", 2, actions, tmp_path / "clip.mp4")
+    with av.open(str(tmp_path / "clip.mp4")) as container:
+        decoded = [frame.to_ndarray(format="rgb24").astype(int) for frame in container.decode(video=0)]
+    expected = render_frames("CartPole-v1", 2, actions)
+    assert info["frame_count"] == len(decoded) == len(expected) == 25
+    assert len({frame.tobytes() for frame in expected}) > 15
+    for t, frame in enumerate(decoded):
+        errors = [np.abs(frame - other).mean() for other in expected]
+        assert errors[t] == min(errors) < 2  # (consecutive frames may be the same picture)
 
 
 def test_rendered_clip_is_web_ready_and_served_with_ranges(
