@@ -320,3 +320,18 @@ def test_a_users_env_trains_and_one_the_worker_cannot_make_fails_alone(service: 
     assert "observations [1]" in failed[wrong]["error"] and "created with observations [3]" in failed[wrong]["error"]
     assert trained["error"] is None and trained["counts"]["labels"] == 10
     assert "failed: cannot import env module 'no_such_module'" in (service.tmp / "worker.log").read_text()
+
+
+@pytest.mark.parametrize("service", ["sqlite"], indirect=True)
+def test_run_via_server_says_when_the_servers_worker_cannot_make_the_env(service: Service, tmp_path: Path):
+    service.start_worker("worker")  # its PYTHONPATH lacks tests/, where custom_envs lives
+    here = {**service.env, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), service.env.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "run", "--via-server", service.url, "--token", ADMIN_TOKEN,
+         "--env", "custom_envs:Walk", "--labels", "10", "--timesteps", "2048", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120, env=here, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("rlhf run: error: --env: the server's worker could not run it: cannot import env module")
+    assert service.workers[0].poll() is None
