@@ -83,6 +83,7 @@ import gymnasium as gym  # noqa: E402
 import imageio.v3 as iio  # noqa: E402
 import numpy as np  # noqa: E402
 from av.video.reformatter import Interpolation, VideoReformatter  # noqa: E402
+from gymnasium.envs.registration import load_env_creator  # noqa: E402
 
 from worker.envs import is_mujoco_env, registered_id, validate_env_id  # noqa: E402
 
@@ -329,9 +330,9 @@ def can_render_from_obs(env_id: str) -> bool:
     try:
         _state_from_obs(env_id, np.zeros(6))
     except ValueError:
-        if is_mujoco_env(registered_id(env_id)):
-            return False
-        return callable(getattr(_rgb_env(env_id).unwrapped, DRAW_OBSERVATIONS, None))
+        entry_point = gym.spec(registered_id(env_id)).entry_point
+        env_class = load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
+        return callable(getattr(env_class, DRAW_OBSERVATIONS, None))
     return True
 
 
