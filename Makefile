@@ -38,7 +38,7 @@ test-fast: setup services gl
 	$(VENV)/bin/pytest -m "not slow and not process and not browser"
 
 lint: setup
-	$(VENV)/bin/ruff check app worker tests bench
+	$(VENV)/bin/ruff check app worker tests bench examples
 	$(VENV)/bin/mypy
 
 bench: setup

@@ -96,6 +96,8 @@ class Experiment(Base):
     action_dtype: Mapped[str] = mapped_column(String(16), default="int64")
     num_actions: Mapped[int | None] = mapped_column(Integer)  # discrete spaces: actions in [0, num_actions)
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # training hyperparameters, as run
+    # Why the worker could not run it (status "failed"): an env that does not import, unsupported spaces.
+    error: Mapped[str | None] = mapped_column(Text)
     # The worker that owns the experiment, until owner_expires_at; its heartbeats push that time on, and once it
     # passes, another worker may take the experiment over.
     owner_worker: Mapped[str | None] = mapped_column(String(200))

@@ -171,6 +171,7 @@ class ExperimentOut(BaseModel):
     action_dtype: str
     num_actions: int | None
     config: dict[str, Any]
+    error: str | None = Field(description="Status failed: why the worker could not run the experiment.")
     created_at: datetime
     updated_at: datetime
     counts: ExperimentCounts | None = None
@@ -452,6 +453,7 @@ class LiveExperiment(BaseModel):
     label_budget: int | None
     owner_worker: str | None
     latest_checkpoint_step: int | None
+    error: str | None
 
 
 class ExperimentLive(BaseModel):

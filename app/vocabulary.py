@@ -17,7 +17,8 @@ TeacherMode = Literal["human", "oracle", "mixed"]
 """Who answers an experiment's pairs: invited raters, the synthetic teacher, or raters then the teacher."""
 TEACHER_MODES: tuple[TeacherMode, ...] = get_args(TeacherMode)
 
-ExperimentStatus = Literal["created", "running", "paused", "done"]
+ExperimentStatus = Literal["created", "running", "paused", "done", "failed"]
+"""`failed`: the worker could not run it (its env did not import, or has spaces we don't support); `error` says why."""
 EXPERIMENT_STATUSES: tuple[ExperimentStatus, ...] = get_args(ExperimentStatus)
 
 PairStatus = Literal["pending", "complete", "cancelled"]

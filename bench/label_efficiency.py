@@ -44,9 +44,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import gymnasium as gym  # noqa: E402
-import numpy as np  # noqa: E402
-from run_table import append_row, fmt, load_rows, run_all  # noqa: E402
+from run_table import append_row, fmt, load_rows, random_policy_return, run_all  # noqa: E402
 
 from worker.config import RunConfig  # noqa: E402
 from worker.goal_env import SPARSE_GOAL_ID  # noqa: E402
@@ -191,23 +189,6 @@ def run_job(job: Job) -> dict | None:
         "timesteps": job.timesteps,
         **result,
     }
-
-
-def random_policy_return(env_id: str, episodes: int = RANDOM_EPISODES, seed: int = 0) -> float:
-    """Mean true return of uniformly random actions over `episodes` episodes."""
-    env = gym.make(env_id)
-    env.action_space.seed(seed)
-    returns = []
-    for episode in range(episodes):
-        env.reset(seed=seed + episode)
-        total, done = 0.0, False
-        while not done:
-            _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    env.close()
-    return float(np.mean(returns))
 
 
 # ---- printing ---------------------------------------------------------------------------------------------
@@ -394,7 +375,7 @@ def main() -> None:
         subprocess.run(["bash", str(BENCH / "setup_reference.sh")], check=True)  # once, not in each process
     random_return = None
     if any(RUN_KINDS[kind].env_id == SPARSE_GOAL_ID for kind in kinds):
-        random_return = random_policy_return(SPARSE_GOAL_ID)
+        random_return = random_policy_return(SPARSE_GOAL_ID, RANDOM_EPISODES)
 
     failed = 0
     print(HEADER, file=sys.stderr)

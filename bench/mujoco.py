@@ -28,12 +28,10 @@ of settings runs them again), so the table can be finished in several sittings o
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import statistics
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -42,7 +40,7 @@ BENCH = Path(__file__).resolve().parent
 # last instead, behind the installed mujoco package, and its other modules stay importable.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH] + [str(BENCH)]
 
-from run_table import append_row, fmt, load_rows, run_all  # noqa: E402
+from run_table import append_row, config_hash, fmt, load_rows, run_all, run_row  # noqa: E402
 
 from worker.config import RunConfig  # noqa: E402
 
@@ -111,12 +109,6 @@ class Job:
         return (self.env_id, self.variant, self.seed, self.labels, self.config().timesteps, config_hash(self.config()))
 
 
-def config_hash(config: RunConfig) -> str:
-    """A short hash of everything in the resolved config but the seed: a change of settings is a new run."""
-    data = replace(config, seed=0).to_dict()
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
-
-
 def row_key(row: dict) -> tuple:
     return (row["env"], row["variant"], row["seed"], row["labels"], row["timesteps"], row["config_hash"])
 
@@ -124,28 +116,7 @@ def row_key(row: dict) -> tuple:
 # ---- the runs ---------------------------------------------------------------------------------------------
 def run_job(job: Job) -> dict:
     """One run of our loop in this process: its row for the results file."""
-    from worker.loop import run  # here, so a --table invocation needs neither torch nor MuJoCo
-
-    config = job.config()
-    metrics = run(config).metrics
-    return {
-        "env": job.env_id,
-        "variant": job.variant,
-        "seed": job.seed,
-        "teacher": config.teacher,
-        "labels": job.labels,
-        "timesteps": config.timesteps,
-        "config_hash": config_hash(config),
-        "return": metrics["final_true_return"],
-        "return_std": metrics["final_true_return_std"],
-        "eval_episodes": config.eval_episodes,
-        "labels_used": metrics["labels_used"],
-        "choices": None if config.true_reward else metrics["choices"],
-        "reward_correlation": metrics["reward_correlation"],
-        "wall_seconds": metrics["wall_seconds"],
-        "env_steps": metrics["timesteps"],
-        "curve": [[p["env/timesteps"], p["env/true_return"]] for p in metrics["curve"]],
-    }
+    return run_row(job.config(), env=job.env_id, variant=job.variant, seed=job.seed)
 
 
 # ---- the table and the plot -------------------------------------------------------------------------------

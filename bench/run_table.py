@@ -1,15 +1,20 @@
 """What the long benchmarks share: runs side by side, one per process, and a results file of JSON lines that a
-later invocation resumes from, so a table can be finished in several sittings or on a bigger machine."""
+later invocation resumes from, so a table can be finished in several sittings or on a bigger machine; the hash
+of a run's settings that tells a rerun is due, and a random policy's return to measure improvement from."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:  # no torch or gymnasium at import: `--table` invocations need neither
+    from worker.config import RunConfig
 
 Job = TypeVar("Job")
 
@@ -60,3 +65,57 @@ def append_row(path: Path, row: dict) -> None:
 
 def fmt(value: float | None, spec: str) -> str:
     return "—" if value is None else format(value, spec)
+
+
+def config_hash(config: RunConfig) -> str:
+    """A short hash of everything in the resolved config but the seed: a change of settings is a new run."""
+    from dataclasses import replace
+
+    data = replace(config, seed=0).to_dict()
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def run_row(config: RunConfig, **fields: object) -> dict:
+    """Run our loop on `config` in this process: the results file's row, `fields` (env, variant, seed) first, then
+    the settings that decide the row's key and what the run reached, with its evaluation curve."""
+    from worker.loop import run  # here, so a --table invocation needs neither torch nor MuJoCo
+
+    metrics = run(config).metrics
+    return {
+        **fields,
+        "teacher": config.teacher,
+        "labels": config.labels,
+        "timesteps": config.timesteps,
+        "config_hash": config_hash(config),
+        "return": metrics["final_true_return"],
+        "return_std": metrics["final_true_return_std"],
+        "eval_episodes": config.eval_episodes,
+        "labels_used": metrics["labels_used"],
+        "choices": None if config.true_reward else metrics["choices"],
+        "reward_correlation": metrics["reward_correlation"],
+        "wall_seconds": metrics["wall_seconds"],
+        "env_steps": metrics["timesteps"],
+        "curve": [[p["env/timesteps"], p["env/true_return"]] for p in metrics["curve"]],
+    }
+
+
+def random_policy_return(env_id: str, episodes: int, seed: int = 0) -> float:
+    """Mean true return of uniformly random actions over `episodes` episodes (any id `rlhf run --env` takes)."""
+    import gymnasium as gym
+    import numpy as np
+
+    from worker.envs import registered_id
+
+    env = gym.make(registered_id(env_id))
+    env.action_space.seed(seed)
+    returns = []
+    for episode in range(episodes):
+        env.reset(seed=seed + episode)
+        total, done = 0.0, False
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return float(np.mean(returns))

@@ -154,7 +154,7 @@ function render(live, { withMode = true } = {}) {
     return tr;
   });
   document.getElementById("rater-rows").replaceChildren(...rows);
-  showStatus(live.experiment.status);
+  showStatus(live.experiment.status, live.experiment.error);
   drawLineChart(document.getElementById("plot-return"), live.series["env/true_return"] || [],
     { xLabel: "env steps", yLabel: "true return" });
   const { points, xLabel } = accuracyAgainstLabels(live.series);
@@ -226,24 +226,30 @@ async function callApi(method, path, body) {
   return data;
 }
 
-function showStatus(status) {
+function showStatus(status, error = null) {
   pauseButton.dataset.status = status;
-  pauseButton.textContent = status === "paused" ? "Resume" : "Pause";
+  pauseButton.textContent = { paused: "Resume", failed: "Retry" }[status] || "Pause";
   pauseButton.disabled = status === "done";
   const tile = root.querySelector('[data-field="status"]');
   if (tile) tile.textContent = status;
+  // A failed experiment says why, in the worker's words (an env that does not import, unsupported spaces).
+  const failure = document.getElementById("failure");
+  failure.hidden = status !== "failed";
+  if (status === "failed") failure.querySelector('[data-field="error"]').textContent = error || "";
 }
 
 pauseButton.addEventListener("click", async () => {
-  const target = pauseButton.dataset.status === "paused" ? "running" : "paused";
+  // Retry sets a failed experiment back to "created", which a worker takes up again.
+  const target = { paused: "running", failed: "created" }[pauseButton.dataset.status] || "paused";
   pauseButton.disabled = true;
   try {
     const body = await callApi("PATCH", experimentPath, { status: target });
-    showStatus(body.status);
+    showStatus(body.status, body.error);
     runMessage.classList.remove("error");
-    runMessage.textContent = body.status === "paused"
-      ? "Paused: the worker checkpoints and stops training within a second; raters can still answer waiting pairs."
-      : "Resumed: a worker picks the experiment up from its last checkpoint.";
+    runMessage.textContent = {
+      paused: "Paused: the worker checkpoints and stops training within a second; raters can still answer waiting pairs.",
+      created: "Retrying: a worker tries the experiment again.",
+    }[body.status] || "Resumed: a worker picks the experiment up from its last checkpoint.";
   } catch (error) {
     runMessage.classList.add("error");
     runMessage.textContent = `Could not change the status (${error.message}).`;

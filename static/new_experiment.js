@@ -7,8 +7,34 @@ const catalog = JSON.parse(document.getElementById("env-catalog").textContent);
 const message = document.getElementById("form-message");
 const field = (name) => form.elements.namedItem(name);
 
+// "Your own env": the web process never imports an env, so its name and spaces are typed in; the worker
+// checks them when it starts the experiment.
+const OWN_ENV_DEFAULTS = { segment_length: 50, label_budget: 100, renders_clips: true };
+
+function ownEnv() {
+  return field("env_id").value === "";
+}
+
+function selectedEnv() {
+  if (!ownEnv()) return catalog[field("env_id").value];
+  const size = integer("own_action_size");
+  const discrete = field("own_action_kind").value === "discrete";
+  return {
+    ...OWN_ENV_DEFAULTS,
+    obs_shape: [integer("own_obs_size")],
+    action_shape: discrete ? [] : [size],
+    action_dtype: discrete ? "int64" : "float32",
+    num_actions: discrete ? size : null,
+  };
+}
+
+function showOwnEnv() {
+  for (const node of form.querySelectorAll("[data-own-env]")) node.hidden = !ownEnv();
+}
+
 function applyEnvDefaults() {
-  const env = catalog[field("env_id").value];
+  showOwnEnv();
+  const env = selectedEnv();
   field("segment_length").value = String(env.segment_length);
   if (!field("label_budget").value) field("label_budget").value = String(env.label_budget);
   // An env whose rollouts cannot be drawn has no clips for raters: only the synthetic teacher can label it.
@@ -31,11 +57,11 @@ function integer(name) {
 }
 
 function body() {
-  const env = catalog[field("env_id").value];
+  const env = selectedEnv();
   const mode = field("teacher_mode").value;
   return {
     name: field("name").value.trim(),
-    env_id: field("env_id").value,
+    env_id: ownEnv() ? field("own_env_id").value.trim() : field("env_id").value,
     teacher_mode: mode,
     human_timeout_seconds: mode === "mixed" ? integer("human_timeout_seconds") : null,
     label_budget: integer("label_budget"),
@@ -53,7 +79,9 @@ function body() {
 
 function markInvalid(name) {
   for (const element of form.elements) element.removeAttribute("aria-invalid");
-  const key = name && name.startsWith("config.run.") ? name.slice("config.run.".length) : name;
+  const own = { env_id: "own_env_id", obs_shape: "own_obs_size", action_shape: "own_action_size", num_actions: "own_action_size" };
+  let key = name && name.startsWith("config.run.") ? name.slice("config.run.".length) : name;
+  if (key && ownEnv()) key = own[key.split(".")[0]] || key;
   const input = key ? field(key) : null;
   if (input) {
     input.setAttribute("aria-invalid", "true");
@@ -61,8 +89,26 @@ function markInvalid(name) {
   }
 }
 
+function ownEnvProblem() {
+  if (!ownEnv()) return null;
+  if (!/^[\w.]+:[\w./-]+$/.test(field("own_env_id").value.trim())) {
+    return ["own_env_id", "env_id: your env as module:ClassName (or module:Id)"];
+  }
+  for (const name of ["own_obs_size", "own_action_size"]) {
+    if (!(integer(name) >= 1)) return [name, `${name.replace("own_", "")}: a whole number, at least 1`];
+  }
+  return null;
+}
+
 async function submit(event) {
   event.preventDefault();
+  const problem = ownEnvProblem();
+  if (problem) {
+    markInvalid(problem[0]);
+    message.classList.add("error");
+    message.textContent = problem[1];
+    return;
+  }
   const segmentLength = integer("segment_length");
   if (!(segmentLength >= 2 && segmentLength <= 1000)) {
     markInvalid("segment_length");

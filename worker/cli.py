@@ -235,9 +235,11 @@ def run_via_server(args: argparse.Namespace, config) -> int:  # noqa: ANN001 - R
             experiment_id = experiment["id"]
             if not args.no_progress:
                 print(f"experiment {experiment_id} queued on {args.via_server}", file=sys.stderr)
-            while experiment["status"] != "done":
+            while experiment["status"] not in ("done", "failed"):
                 time.sleep(0.25)
                 experiment = api.get_experiment(experiment_id)
+            if experiment["status"] == "failed":  # the server's worker could not run the env named here
+                raise CliError(f"--env: the server's worker could not run it: {experiment['error']}")
             series = api.get_metrics(experiment_id, keys=["env/true_return", "env/true_return_std"])
     except ApiError as error:
         raise CliError(f"--via-server: {error}") from None

@@ -12,6 +12,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from worker.envs import registered_id
 from worker.render import encode_clip, render_clip, render_observations
 from worker.store import ExperimentStore, RenderJob, default_worker_id
 
@@ -153,7 +154,7 @@ def render_policy_clip(
     Returns:
         What `encode_clip` returns: frame_count, width, height, size_bytes, poster.
     """
-    env = gym.make(env_id, render_mode="rgb_array")
+    env = gym.make(registered_id(env_id), render_mode="rgb_array")
     try:
         obs, _ = env.reset(seed=seed)
         frames = [np.asarray(env.render())]

@@ -107,6 +107,10 @@ class DatabaseStore:
             label_budget=row.label_budget,
             timestep_budget=row.timestep_budget,
             config=dict(row.config or {}),
+            obs_shape=tuple(row.obs_shape),
+            action_shape=tuple(row.action_shape),
+            num_actions=row.num_actions,
+            error=row.error,
         )
 
     def save_run_config(self, experiment_id: int, run: dict[str, Any]) -> None:
@@ -115,6 +119,10 @@ class DatabaseStore:
 
     def set_status(self, experiment_id: int, status: str) -> None:
         crud.update_experiment(self.session, experiment_id=experiment_id, changes={"status": status})
+
+    def fail(self, experiment_id: int, error: str) -> None:
+        changes = {"status": "failed", "error": error}
+        crud.update_experiment(self.session, experiment_id=experiment_id, changes=changes)
 
     def acquire(self, experiment_id: int, worker_id: str, lease_seconds: float) -> bool:
         return crud.acquire_experiment(

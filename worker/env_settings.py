@@ -1,14 +1,22 @@
 """Per-env training defaults as data: PPO hyperparameters, run length and segment length, each with its reason.
 
-`RunConfig.resolved()` takes from here what a run config leaves open. An env without an entry gets `FALLBACK`.
+`RunConfig.resolved()` takes from here what a run config leaves open. An env without an entry gets
+`default_settings(env_id)`: general settings derived from its spaces and episode length.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 from typing import Any
 
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
 from worker.config import PPOConfig, RewardModelConfig
+from worker.envs import registered_id
 
 
 @dataclass(frozen=True)
@@ -22,7 +30,7 @@ class EnvSettings:
     segment_length: int
     """Steps per segment when the run config gives none: long enough to contain a failure or a swing-up."""
     why: str
-    """Where these values come from and why they differ from `FALLBACK`."""
+    """Where these values come from and why they differ from `default_settings`."""
     exploration_steps: int = 0
     """Env steps of state-entropy pre-training before the first query (worker/exploration.py)."""
     reward_model: RewardModelConfig | None = None
@@ -30,13 +38,6 @@ class EnvSettings:
     label_schedule_end: float | None = None
     """`RunConfig.label_schedule_end` for a run config that keeps the default; None: that default."""
 
-
-FALLBACK = EnvSettings(
-    ppo=PPOConfig(),
-    timesteps=200_000,
-    segment_length=50,
-    why="CleanRL's ppo.py defaults without its entropy bonus, and a generous budget for an env nobody has tuned.",
-)
 
 ENV_SETTINGS: dict[str, EnvSettings] = {
     "CartPole-v1": EnvSettings(
@@ -89,27 +90,6 @@ ENV_SETTINGS: dict[str, EnvSettings] = {
             "task is small, an entropy bonus so the policy keeps walking both ways until the goal pays, 25-step "
             "segments (a quarter of an episode, more than the 15 steps the goal needs), and state-entropy "
             "exploration first because a random policy's segments nearly all tie."
-        ),
-    ),
-    "MountainCarContinuous-v0": EnvSettings(
-        ppo=PPOConfig(
-            num_envs=8,
-            num_steps=256,
-            gae_lambda=0.9,
-            update_epochs=10,
-            num_minibatches=8,
-            learning_rate=3e-4,
-            ent_coef=0.005,
-            max_grad_norm=5.0,
-            norm_obs=True,
-        ),
-        timesteps=150_000,
-        segment_length=50,
-        why=(
-            "Partly rl-zoo3's (observation normalization, lambda 0.9, 10 epochs, 256-sample minibatches, gradient "
-            "clip 5, an entropy bonus near its 0.0043); learning rate 3e-4, clip 0.2 and gamma 0.99 are CleanRL's "
-            "continuous-action defaults. The velocity spans +-0.07 against the position's 1.8, hence the "
-            "normalization; no measurement is recorded for the other departures."
         ),
     ),
 }
@@ -271,11 +251,92 @@ ENV_SETTINGS.update(
 )
 
 
+# ---- an env without an entry -------------------------------------------------------------------------------
+EPISODES_PER_RUN = 400
+"""Env steps per run without tuned settings: this many episodes of the registered time limit..."""
+MIN_TIMESTEPS = 200_000
+"""...and at least this many: the learned reward needs about that long to settle on short-episode tasks."""
+EPISODE_STEPS_CAP = 10_000
+"""A random episode of an env registered without a time limit is cut here (and this taken as its length)."""
+WIDE_OBSERVATION = 10.0
+"""An observation coordinate whose bounds are further apart than this (or unbounded) calls for normalization."""
+
+
+def needs_obs_normalization(space: spaces.Space) -> bool:
+    """Whether a Box observation space has a coordinate unbounded or wider than `WIDE_OBSERVATION`, or whose
+    bounds differ in width more than 10-fold between coordinates (MountainCar: position 1.8, velocity 0.14)."""
+    if not isinstance(space, spaces.Box):
+        return False
+    widths = (space.high - space.low).astype(np.float64)
+    if not np.all(np.isfinite(widths)) or widths.max() > WIDE_OBSERVATION:
+        return True
+    return bool(widths.max() > 10 * max(widths.min(), 1e-12))
+
+
+def random_episode_length(env: gym.Env, episodes: int = 3, seed: int = 0) -> int:
+    """The longest of a few random episodes, for an env without a registered time limit (a user's class that
+    truncates its own episodes); at most `EPISODE_STEPS_CAP`."""
+    env.action_space.seed(seed)
+    longest = 0
+    for episode in range(episodes):
+        env.reset(seed=seed + episode)
+        steps, done = 0, False
+        while not done and steps < EPISODE_STEPS_CAP:
+            _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+            steps, done = steps + 1, terminated or truncated
+        longest = max(longest, steps)
+    return longest
+
+
+@functools.cache
+def default_settings(env_id: str) -> EnvSettings:
+    """General settings for an env nobody tuned, in the spirit of rl-zoo3's untuned entries (`normalize: true`,
+    SB3's PPO defaults, 8-16 envs): derived from its spaces and its episode length (the registered time limit,
+    else measured by `random_episode_length`).
+
+    Raises:
+        ValueError: when `env_id` names no env (see `worker.envs.registered_id`).
+    """
+    env = gym.make(registered_id(env_id), disable_env_checker=True)
+    try:
+        observations, actions = env.observation_space, env.action_space
+        episode = gym.spec(registered_id(env_id)).max_episode_steps or random_episode_length(env)
+    finally:
+        env.close()
+    discrete = isinstance(actions, spaces.Discrete)
+    # Credit reaches about a quarter of an episode back: 0.98 for 200-step episodes, 0.996 for 1000.
+    gamma = min(0.999, max(0.98, 1 - 4 / episode))
+    timesteps = max(MIN_TIMESTEPS, math.ceil(EPISODES_PER_RUN * episode / 10_000) * 10_000)
+    ppo = PPOConfig(
+        num_envs=8,
+        num_steps=256,
+        gamma=round(gamma, 4),
+        update_epochs=10,
+        num_minibatches=8,
+        learning_rate=3e-4,
+        ent_coef=0.01 if discrete else 0.0,
+        norm_obs=needs_obs_normalization(observations),
+        norm_reward=True,
+    )
+    return EnvSettings(
+        ppo=ppo,
+        timesteps=timesteps,
+        segment_length=max(2, min(50, episode // 4)),
+        why=(
+            "No entry: 8 envs x 256 steps, 10 epochs of 256-sample minibatches and a 3e-4 learning rate (SB3's "
+            "PPO defaults, which rl-zoo3's untuned entries keep), reward normalization as rl-zoo3's "
+            "`normalize: true` (the reward's scale is unknown), observation normalization where the bounds are "
+            "unbounded or far apart, gamma from the episode length, a small entropy bonus for discrete actions, "
+            f"and {EPISODES_PER_RUN} episodes of env steps."
+        ),
+    )
+
+
 def settings_for(env_id: str) -> EnvSettings:
-    """The defaults for `env_id`; `FALLBACK` for an env without an entry (the id is not validated here)."""
-    return ENV_SETTINGS.get(env_id, FALLBACK)
+    """The defaults for `env_id`: its entry, or `default_settings` for an env without one."""
+    return ENV_SETTINGS.get(env_id) or default_settings(env_id)
 
 
 def ppo_settings_for(env_id: str) -> PPOConfig:
-    """PPO hyperparameters tuned for `env_id` on its true reward; CleanRL's defaults for other envs."""
+    """PPO hyperparameters for `env_id` (see `settings_for`)."""
     return settings_for(env_id).ppo

@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import os
+import sys
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -44,13 +46,21 @@ def mujoco_installed() -> bool:
 def import_env_module(module_name: str) -> None:
     """Import a user's module so that it can register its env ids (`--env-module`).
 
+    The current directory is searched first, as `python -m` does, so `rlhf run` and `rlhf worker` started in
+    a project's folder find its modules (the `rlhf` script alone would not).
+
     Raises:
         ValueError: naming the module and why it did not import.
     """
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         importlib.import_module(module_name)
     except Exception as error:  # the user's code: any error on import means the env can't be made
-        raise ValueError(f"cannot import env module '{module_name}': {type(error).__name__}: {error}") from None
+        where = " (searched the current directory and PYTHONPATH)" if isinstance(error, ModuleNotFoundError) else ""
+        raise ValueError(
+            f"cannot import env module '{module_name}': {type(error).__name__}: {error}{where}"
+        ) from None
 
 
 def registered_id(env_id: str) -> str:

@@ -109,6 +109,9 @@ class MemoryStore:
     def set_status(self, experiment_id: int, status: str) -> None:
         self.update(experiment_id, status=status)
 
+    def fail(self, experiment_id: int, error: str) -> None:
+        self.update(experiment_id, status="failed", error=error)
+
     def acquire(self, experiment_id: int, worker_id: str, lease_seconds: float) -> bool:
         entry = self.experiments[experiment_id]
         now = time.monotonic()

@@ -84,6 +84,7 @@ import gymnasium as gym  # noqa: E402
 import imageio.v3 as iio  # noqa: E402
 import numpy as np  # noqa: E402
 from av.video.reformatter import Interpolation, VideoReformatter  # noqa: E402
+from gymnasium.envs.registration import load_env_creator  # noqa: E402
 
 from worker.envs import is_mujoco_env, registered_id, validate_env_id  # noqa: E402
 
@@ -361,22 +362,33 @@ def _state_from_obs(env_id: str, obs: np.ndarray) -> np.ndarray:
     raise ValueError(f"cannot restore a {env_id} state from its observation; send a render spec or frames")
 
 
+DRAW_OBSERVATIONS = "draw_observations"
+"""A user's env class with a method of this name, `draw_observations(obs: (L, obs_dim)) -> (L, H, W, 3) uint8`,
+has clips of its segments drawn from their observations, as the classic-control envs do (examples/herding.py)."""
+
+
 def can_render_from_obs(env_id: str) -> bool:
+    """Whether clips of `env_id`'s segments can be drawn from their observations: a classic-control env whose
+    state the observation holds, or a user's env with `draw_observations`."""
     try:
         _state_from_obs(env_id, np.zeros(6))
     except ValueError:
-        return False
+        entry_point = gym.spec(registered_id(env_id)).entry_point
+        env_class = load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
+        return callable(getattr(env_class, DRAW_OBSERVATIONS, None))
     return True
 
 
 def render_observations(env_id: str, obs: np.ndarray, ended: np.ndarray) -> np.ndarray:
-    """Frames of a segment drawn by setting the env's state to each observation (classic-control envs).
+    """Frames of a segment drawn by setting the env's state to each observation (classic-control envs), or by
+    the env's own `draw_observations`.
 
     Used for the worker's own rollouts, whose episodes began at vector-env resets we cannot replay. After the
     episode ended the last frame repeats, as in `iter_frames`.
 
     Args:
-        env_id: a classic-control Gymnasium id (CartPole, MountainCar, Pendulum, Acrobot).
+        env_id: a classic-control Gymnasium id (CartPole, MountainCar, Pendulum, Acrobot) or a user's env with
+            `draw_observations`.
         obs: (L, obs_dim) observations.
         ended: (L,) bool, True in the absorbing state after the episode ended.
 
@@ -384,6 +396,13 @@ def render_observations(env_id: str, obs: np.ndarray, ended: np.ndarray) -> np.n
         (L, H, W, 3) uint8 frames.
     """
     env = _rgb_env(env_id)
+    draw = getattr(env.unwrapped, DRAW_OBSERVATIONS, None)
+    if callable(draw):
+        drawn = np.asarray(draw(np.asarray(obs)), dtype=np.uint8)
+        for t in range(1, len(obs)):
+            if ended[t]:
+                drawn[t] = drawn[t - 1]
+        return drawn
     env.reset(seed=0)
     frames: list[np.ndarray] = []
     for t in range(len(obs)):

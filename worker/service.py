@@ -35,7 +35,7 @@ import numpy as np
 
 from worker.clip_jobs import process_clip_jobs, render_policy_clip
 from worker.config import RunConfig
-from worker.envs import is_mujoco_env
+from worker.envs import describe_env, is_mujoco_env
 from worker.loop import Learner, load_checkpoint, save_checkpoint
 from worker.render import can_render_from_obs
 from worker.store import ExperimentInfo, ExperimentStore, LabelRefused, default_worker_id
@@ -114,6 +114,31 @@ def run_config_for(experiment: ExperimentInfo) -> RunConfig:
     return RunConfig.from_dict(data).resolved()
 
 
+def env_problem(experiment: ExperimentInfo) -> str | None:
+    """Why the worker cannot run the experiment's env, in one line; None when it can.
+
+    The web process never imports an env, so this is the first place a user's `module:ClassName` is tried: a
+    module that does not import, a class that is not an env, spaces the learner does not support, or spaces
+    other than those the experiment was created with (the store would refuse every segment).
+    """
+    try:
+        spaces = describe_env(experiment.env_id)
+    except ValueError as error:
+        return str(error)
+    except Exception as error:  # the user's env class: whatever its constructor raises fails the experiment
+        return f"env '{experiment.env_id}' could not be made: {type(error).__name__}: {error}"
+    declared = (experiment.obs_shape, experiment.action_shape, experiment.num_actions)
+    actual = (spaces.obs_shape, spaces.action_shape, spaces.num_actions if spaces.discrete else None)
+    if experiment.obs_shape is not None and declared != actual:
+        return (
+            f"env '{experiment.env_id}' has observations {list(spaces.obs_shape)}, actions "
+            f"{list(spaces.action_shape)}, num_actions {actual[2]}; the experiment was created with "
+            f"observations {list(experiment.obs_shape)}, actions {list(experiment.action_shape or ())}, "
+            f"num_actions {experiment.num_actions}"
+        )
+    return None
+
+
 class ExperimentRunner:
     """Runs one experiment this worker has acquired, until done, stopped or its lease is lost."""
 
@@ -142,10 +167,16 @@ class ExperimentRunner:
 
     # ---- the run ----------------------------------------------------------------------------------------
     def run(self) -> str:
-        """Train until the budgets are spent; returns "done", "stopped" or "lost"."""
+        """Train until the budgets are spent; returns "done", "stopped", "paused", "lost" or "failed"."""
         store = self.store
         try:
             experiment = store.experiment(self.experiment_id)
+            problem = env_problem(experiment)
+            if problem is not None:
+                logger.error("experiment %s failed: %s", self.experiment_id, problem)
+                store.fail(self.experiment_id, problem)
+                store.release(self.experiment_id, self.worker_id)
+                return "failed"
             config = run_config_for(experiment)
             if experiment.config.get("run") != config.to_dict():
                 # Stored resolved on first start: a resumed run never resolves today's defaults again.

@@ -39,6 +39,12 @@ class ExperimentInfo:
     timestep_budget: int | None
     config: dict[str, Any] = field(default_factory=dict)
     """The experiment's stored config: "run" (a RunConfig dict), "render_clips" and anything the API kept."""
+    obs_shape: tuple[int, ...] | None = None
+    """The spaces it was created with, which stored segments must match; None: not declared (in-memory store)."""
+    action_shape: tuple[int, ...] | None = None
+    num_actions: int | None = None
+    error: str | None = None
+    """Status "failed": why the worker could not run it."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,10 @@ class ExperimentStore(Protocol):
         ...
 
     def set_status(self, experiment_id: int, status: str) -> None: ...
+
+    def fail(self, experiment_id: int, error: str) -> None:
+        """Mark the experiment "failed", with `error` for its page; no worker takes it up until it is set back."""
+        ...
 
     def acquire(self, experiment_id: int, worker_id: str, lease_seconds: float) -> bool:
         """Take or renew the experiment's lease; False while another worker's lease is live."""

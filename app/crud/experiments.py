@@ -70,10 +70,13 @@ def experiment_counts(session: Session, *, experiment_id: int) -> dict[str, int]
 def update_experiment(session: Session, *, experiment_id: int, changes: dict[str, Any]) -> Experiment:
     """Change mode, instructions, status, budgets or config; a mode switch applies from the next pair leased.
 
-    The API's update schema has no `config`: only the worker rewrites it, to store the run's resolved settings.
+    The API's update schema has no `config` or `error`: only the worker writes them, to store the run's resolved
+    settings and why it could not run the experiment. A status other than "failed" clears the error, so an
+    experiment set back to "created" (its env fixed) is tried again with a clean page.
     """
     allowed = {
         "config",
+        "error",
         "teacher_mode",
         "instructions",
         "status",
@@ -88,6 +91,8 @@ def update_experiment(session: Session, *, experiment_id: int, changes: dict[str
         experiment = get_experiment(session, experiment_id=experiment_id)
         for name, value in changes.items():
             setattr(experiment, name, value)
+        if changes.get("status", "failed") != "failed":
+            experiment.error = None
         experiment.updated_at = utcnow()
     return experiment
 

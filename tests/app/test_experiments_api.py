@@ -92,3 +92,21 @@ def test_openapi_documents_routes_with_examples(client: TestClient) -> None:
     assert spec["paths"]["/api/v1/labels"]["post"]["summary"] == "Submit Label"
     assert spec["components"]["schemas"]["LabelCreate"]["examples"][0]["choice"] == "left"
     assert client.get("/healthz").json()["status"] == "ok"
+
+
+def test_a_failed_experiment_shows_its_error_until_it_is_set_back(client: TestClient, session_factory) -> None:
+    from app import crud
+
+    own = {**CARTPOLE, "name": "own", "env_id": "my_envs.herding:Herding"}  # the web process never imports it
+    experiment_id = client.post("/api/v1/experiments", json=own).json()["id"]
+    assert client.get(f"/api/v1/experiments/{experiment_id}").json()["error"] is None
+    with session_factory() as session:  # as the worker's store does
+        changes = {"status": "failed", "error": "cannot import env module 'my_envs.herding'"}
+        crud.update_experiment(session, experiment_id=experiment_id, changes=changes)
+    failed = client.get(f"/api/v1/experiments/{experiment_id}").json()
+    assert (failed["env_id"], failed["status"], failed["error"]) == (own["env_id"], "failed", changes["error"])
+    live = client.get(f"/api/v1/experiments/{experiment_id}/live").json()["experiment"]
+    assert live["error"] == changes["error"]
+    assert client.patch(f"/api/v1/experiments/{experiment_id}", json={"error": None}).status_code == 422
+    retried = client.patch(f"/api/v1/experiments/{experiment_id}", json={"status": "created"}).json()
+    assert (retried["status"], retried["error"]) == ("created", None)

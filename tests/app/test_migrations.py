@@ -8,6 +8,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
+from sqlalchemy.exc import IntegrityError
 
 from app.db import make_engine
 from app.migrate import upgrade_database
@@ -52,3 +53,36 @@ def test_sqlite_pragmas(tmp_path: Path) -> None:
             assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 10_000
     finally:
         engine.dispose()
+
+
+def _experiment_fails_after_upgrade(settings: Settings) -> None:
+    """An experiment stored under 0001 survives 0002, which lets it fail with an error; the CHECK still holds."""
+    upgrade_database(settings, "0001")
+    engine = make_engine(settings)
+    insert = (
+        "INSERT INTO experiments (name, env_id, teacher_mode, status, instructions, labels_per_pair, obs_shape, "
+        "obs_dtype, action_shape, action_dtype, config, created_at, updated_at) VALUES ('old', 'CartPole-v1', "
+        "'human', 'running', '', 1, '[4]', 'float32', '[]', 'int64', '{}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+    )
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(insert)
+        upgrade_database(settings)
+        with engine.begin() as connection:
+            failed = "UPDATE experiments SET status = 'failed', error = 'no module' WHERE name = 'old'"
+            connection.exec_driver_sql(failed)
+            row = connection.exec_driver_sql("SELECT status, error FROM experiments WHERE name = 'old'").one()
+        assert tuple(row) == ("failed", "no module")
+        with pytest.raises(IntegrityError), engine.begin() as connection:
+            connection.exec_driver_sql("UPDATE experiments SET status = 'lost' WHERE name = 'old'")
+    finally:
+        engine.dispose()
+
+
+def test_an_old_experiment_can_fail_after_the_upgrade_sqlite(tmp_path: Path) -> None:
+    _experiment_fails_after_upgrade(Settings(data_dir=tmp_path))
+
+
+@pytest.mark.postgres
+def test_an_old_experiment_can_fail_after_the_upgrade_postgres(tmp_path: Path, fresh_postgres_url: str) -> None:
+    _experiment_fails_after_upgrade(Settings(database_url=fresh_postgres_url, data_dir=tmp_path))

@@ -50,3 +50,21 @@ def test_new_experiment_form_is_for_the_admin(app: FastAPI, client: TestClient, 
     experiment = admin.get(f"/admin/experiments/{world.experiment_id}")
     assert experiment.context["lease_seconds"] == 60  # type: ignore[attr-defined]
     assert 'id="pause-resume"' in experiment.text and "labels/export?format=csv" in experiment.text
+
+
+def test_a_failed_experiments_page_says_why_and_offers_a_retry(app: FastAPI, world: World, session_factory) -> None:
+    from app import crud
+
+    admin = admin_browser(app)
+    running = admin.get(f"/admin/experiments/{world.experiment_id}")
+    assert '<div class="failure" id="failure" role="alert" hidden>' in running.text
+    with session_factory() as session:
+        changes = {"status": "failed", "error": "cannot import env module 'herding' <ModuleNotFoundError>"}
+        crud.update_experiment(session, experiment_id=world.experiment_id, changes=changes)
+    page = admin.get(f"/admin/experiments/{world.experiment_id}")
+    assert page.context["live"]["experiment"]["error"] == changes["error"]  # type: ignore[attr-defined]
+    assert '<div class="failure" id="failure" role="alert">' in page.text
+    assert "cannot import env module &#39;herding&#39; &lt;ModuleNotFoundError&gt;" in page.text  # escaped
+    assert ">Retry</button>" in page.text
+    form = admin.get("/admin/experiments/new")
+    assert 'data-own="true">Your own env (module:ClassName)' in form.text and 'id="own_env_id"' in form.text

@@ -5,10 +5,19 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
+from gymnasium import spaces
 
 from worker.config import PPOConfig, RunConfig
-from worker.env_settings import ENV_SETTINGS, FALLBACK, ppo_settings_for, settings_for
+from worker.env_settings import (
+    ENV_SETTINGS,
+    MIN_TIMESTEPS,
+    default_settings,
+    needs_obs_normalization,
+    ppo_settings_for,
+    settings_for,
+)
 
 
 def test_every_env_entry_gives_its_reason_and_valid_settings():
@@ -18,9 +27,32 @@ def test_every_env_entry_gives_its_reason_and_valid_settings():
         assert settings.segment_length >= 1, env_id
 
 
-def test_an_env_without_an_entry_gets_the_fallback():
-    assert settings_for("LunarLander-v3") is FALLBACK
-    assert ppo_settings_for("LunarLander-v3") == PPOConfig()
+def test_an_env_without_an_entry_gets_defaults_derived_from_its_spaces_and_episode_length():
+    assert "MountainCarContinuous-v0" not in ENV_SETTINGS
+    car = settings_for("MountainCarContinuous-v0")  # 999-step episodes, position 1.8 wide, velocity 0.14
+    assert car is default_settings("MountainCarContinuous-v0")
+    assert (car.timesteps, car.ppo.gamma, car.ppo.norm_obs, car.ppo.norm_reward) == (400_000, 0.996, True, True)
+    assert car.ppo.ent_coef == 0.0  # continuous actions
+    pendulum = default_settings("Pendulum-v1")  # 200-step episodes, bounds 2, 2 and 16 apart
+    assert (pendulum.timesteps, pendulum.ppo.gamma, pendulum.ppo.norm_obs) == (MIN_TIMESTEPS, 0.98, True)
+    assert default_settings("CartPole-v1").ppo.ent_coef == 0.01  # discrete; infinite bounds: normalized
+    assert default_settings("CartPole-v1").ppo.norm_obs
+    assert ppo_settings_for("MountainCar-v0") == default_settings("MountainCar-v0").ppo
+
+
+def test_a_users_env_without_a_time_limit_has_its_episode_length_measured():
+    walk = default_settings("custom_envs:Walk")  # truncates itself after 20 steps; registered without a limit
+    assert walk.segment_length == 5 and walk.ppo.gamma == 0.98 and walk.timesteps == MIN_TIMESTEPS
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "normalize"),
+    [([-1, -1], [1, 1], False), ([-1, -50], [1, 50], True), ([-1.2, -0.07], [0.6, 0.07], True),
+     ([0, -np.inf], [1, np.inf], True)],
+)
+def test_observations_are_normalized_when_bounds_are_unbounded_wide_or_far_apart(low, high, normalize):
+    space = spaces.Box(np.array(low, np.float32), np.array(high, np.float32))
+    assert needs_obs_normalization(space) is normalize
 
 
 def test_resolved_fills_timesteps_segment_length_and_ppo_from_the_env_settings():

@@ -287,3 +287,51 @@ def test_pairs_for_human_raters_appear_only_once_both_clips_are_ready(service: S
         statuses = dict(connection.execute(select(Segment.id, Segment.clip_status)).all())
     assert pairs
     assert all(statuses[left] == "ready" and statuses[right] == "ready" for left, right in pairs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("service", ["sqlite"], indirect=True)  # does not depend on the database: run once
+def test_a_users_env_trains_and_one_the_worker_cannot_make_fails_alone(service: Service):
+    # The worker imports the user's module from its PYTHONPATH: tests/ holds custom_envs.
+    service.env["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests"), service.env.get("PYTHONPATH", "")])
+    run = {"labels": 10, "timesteps": 2048, "segment_length": 10}
+    with service.api() as api:
+
+        def create(name: str, env_id: str, obs_shape: list[int]) -> int:
+            experiment = api.create_experiment(
+                name, env_id, obs_shape=obs_shape, num_actions=2, teacher_mode="oracle", config={"run": run}
+            )
+            return experiment["id"]
+
+        # In id order, as the worker takes them: the failures come first, and the worker carries on.
+        missing = create("missing-module", "no_such_module:Walk", [1])
+        dict_obs = create("dict-observations", "custom_envs:DictObservations", [1])
+        wrong = create("wrong-spaces", "custom_envs:Walk", [3])
+        by_class = create("by-class", "custom_envs:Walk", [1])
+        by_id = create("by-registered-id", "custom_envs:custom/Walk-v0", [1])
+        worker = service.start_worker("worker")
+        wait_for(lambda: status(api, by_class) == status(api, by_id) == "done", 180, "the users' envs", service)
+        assert worker.poll() is None  # still serving
+        failed = {i: api.get_experiment(i) for i in (missing, dict_obs, wrong)}
+        trained = api.get_experiment(by_class)
+    assert [e["status"] for e in failed.values()] == ["failed"] * 3
+    assert failed[missing]["error"].startswith("cannot import env module 'no_such_module': ModuleNotFoundError")
+    assert "Dict(" in failed[dict_obs]["error"] and "is not supported" in failed[dict_obs]["error"]
+    assert "observations [1]" in failed[wrong]["error"] and "created with observations [3]" in failed[wrong]["error"]
+    assert trained["error"] is None and trained["counts"]["labels"] == 10
+    assert "failed: cannot import env module 'no_such_module'" in (service.tmp / "worker.log").read_text()
+
+
+@pytest.mark.parametrize("service", ["sqlite"], indirect=True)
+def test_run_via_server_says_when_the_servers_worker_cannot_make_the_env(service: Service, tmp_path: Path):
+    service.start_worker("worker")  # its PYTHONPATH lacks tests/, where custom_envs lives
+    here = {**service.env, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), service.env.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "run", "--via-server", service.url, "--token", ADMIN_TOKEN,
+         "--env", "custom_envs:Walk", "--labels", "10", "--timesteps", "2048", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120, env=here, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("rlhf run: error: --env: the server's worker could not run it: cannot import env module")
+    assert service.workers[0].poll() is None
