@@ -10,8 +10,8 @@ The envs (none has an entry) and the label budget of each:
 Per env and seed: the final true return of true-reward PPO and of preference learning (the perfect teacher),
 the share of true-reward PPO's improvement over a random policy that preference learning reached on that seed
 ((pref - random) / (true - random)), its "equal" answers, and both wall times. Targets, per env on every seed:
-that share ≥ 0.8, and true-reward PPO at rl-zoo3's step count (its curve's last evaluation at or before it; the
-final one when the run is shorter) at least rl-zoo3's return, where rl-zoo3 publishes one. The plot beside
+that share ≥ 0.8, and true-reward PPO at rl-zoo3's step count (its curve's evaluation nearest to it, one falls
+there; the final one when the run is shorter) at least rl-zoo3's return, where rl-zoo3 publishes one. The plot beside
 the results file has one axes per env: every seed's true return against env steps, both variants, the random
 policy and rl-zoo3's return.
 
@@ -104,7 +104,11 @@ class Job:
             eval_episodes=self.eval_episodes,
             device="cpu",
         ).resolved()
-        return RunConfig.from_dict({**config.to_dict(), "eval_every": max(1, config.timesteps // self.evaluations)})
+        every = max(1, config.timesteps // self.evaluations)
+        reference_steps = ENVS[self.env_id].reference_steps
+        if reference_steps is not None and reference_steps < config.timesteps:
+            every = min(every, reference_steps)  # an evaluation falls on rl-zoo3's step count
+        return RunConfig.from_dict({**config.to_dict(), "eval_every": every})
 
     @property
     def key(self) -> tuple:
@@ -132,9 +136,11 @@ def by_cell(rows: dict[tuple, dict], jobs: list[Job]) -> dict[tuple[str, str], d
 
 
 def at_steps(row: dict, steps: int) -> float:
-    """The true return on the row's curve at `steps`: the last evaluation at or before it, else the final one."""
-    before = [value for step, value in row["curve"] if step <= steps]
-    return before[-1] if before and steps < row["env_steps"] else row["return"]
+    """The true return on the row's curve at `steps`: the evaluation nearest to it (they fall on rollout
+    boundaries), or the final one when the run is shorter."""
+    if steps >= row["env_steps"] or not row["curve"]:
+        return row["return"]
+    return min(row["curve"], key=lambda point: abs(point[0] - steps))[1]
 
 
 def table(rows: dict[tuple, dict], jobs: list[Job], randoms: dict[str, float]) -> str:
