@@ -49,6 +49,7 @@ from run_table import (  # noqa: E402
     random_policy_return,
     run_all,
     run_row,
+    save_figure,
 )
 
 from worker.config import RunConfig  # noqa: E402
@@ -216,10 +217,7 @@ def plot(rows: dict[tuple, dict], jobs: list[Job], randoms: dict[str, float], pa
         ax.xaxis.set_major_formatter(lambda value, _: f"{value / 1000:g}k")
         ax.legend(fontsize="x-small")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # ---- the plan ---------------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from run_table import append_row, fmt, load_rows, random_policy_return, run_all  # noqa: E402
+from run_table import append_row, fmt, load_rows, random_policy_return, run_all, save_figure  # noqa: E402
 
 from worker.config import RunConfig  # noqa: E402
 from worker.goal_env import SPARSE_GOAL_ID  # noqa: E402
@@ -304,9 +304,7 @@ def plot_curves(kinds: list[str], jobs: list[Job], rows: dict[tuple, dict], path
     axes.flat[0].legend(fontsize=7, ncol=2)
     for ax in list(axes.flat)[len(drawn):]:
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def print_table(kinds: list[str], jobs: list[Job], rows: dict[tuple, dict], random_return: float | None) -> None:

@@ -40,7 +40,7 @@ BENCH = Path(__file__).resolve().parent
 # last instead, behind the installed mujoco package, and its other modules stay importable.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH] + [str(BENCH)]
 
-from run_table import append_row, config_hash, fmt, load_rows, run_all, run_row  # noqa: E402
+from run_table import append_row, config_hash, fmt, load_rows, run_all, run_row, save_figure  # noqa: E402
 
 from worker.config import RunConfig  # noqa: E402
 
@@ -190,10 +190,7 @@ def plot(rows: dict[tuple, dict], path: Path) -> None:
         ax.set_xlabel("env steps")
         ax.set_ylabel("true return (deterministic policy)")
         ax.legend(fontsize="small")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 # ---- the plan ---------------------------------------------------------------------------------------------

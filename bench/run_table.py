@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:  # no torch or gymnasium at import: `--table` invocations need neither
     from worker.config import RunConfig
@@ -119,3 +119,13 @@ def random_policy_return(env_id: str, episodes: int, seed: int = 0) -> float:
         returns.append(total)
     env.close()
     return float(np.mean(returns))
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 90) -> None:
+    """Lay out, write beside the results file and free a matplotlib figure."""
+    import matplotlib.pyplot as plt  # here, so that running the benchmarks needs no matplotlib until a plot
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
