@@ -466,12 +466,16 @@ historyBox.addEventListener("toggle", () => {
 
 // Leaving the page hands its pairs back at once, so nobody waits for the lease to expire (it stays the backstop
 // when the beacon never arrives). A reload or a second tab gets the pairs this rater still holds first.
+// One beacon for all of them: released together, so a reload finds all or none still held, never a mix.
 window.addEventListener("pagehide", () => {
   const held = [state.current, ...state.upcoming].filter(Boolean);
+  if (held.length === 0) return;
+  const body = new URLSearchParams({ csrf_token: csrfToken });
   for (const pair of held) {
-    const body = new URLSearchParams({ csrf_token: csrfToken, expires_at: pair.lease.expires_at });
-    navigator.sendBeacon(`/api/v1/leases/${pair.lease.lease_id}/release`, body);
+    body.append("lease_id", pair.lease.lease_id);
+    body.append("expires_at", pair.lease.expires_at);
   }
+  navigator.sendBeacon("/api/v1/leases/release", body);
 });
 // Restored from the back-forward cache, the page's pairs were released on the way out: start afresh.
 window.addEventListener("pageshow", (event) => {

@@ -22,6 +22,7 @@ from app.deps import (
     check_experiment_access,
     require_experiment_access,
 )
+from app.errors import Invalid
 
 router = APIRouter(tags=["pairs"], responses=errors(*API_ERRORS))
 
@@ -119,3 +120,22 @@ def release_lease_by_beacon(
     assert rater.rater_id is not None
     term = expires_at.astimezone(UTC) if expires_at is not None else None
     crud.release_lease(session, lease_id=lease_id, rater_id=rater.rater_id, expires_at=term)
+
+
+@router.post("/leases/release", status_code=status.HTTP_204_NO_CONTENT, responses=errors(422))
+def release_leases_by_beacon(
+    session: SessionDep,
+    rater: BeaconRaterDep,
+    lease_id: Annotated[list[int], Form(description="The leases to hand back, one field per lease.")],
+    expires_at: Annotated[
+        list[datetime], Form(description="Each lease's expiry as the page was given it, in `lease_id`'s order.")
+    ],
+) -> None:
+    """What a leaving page sends once for every pair it holds (`navigator.sendBeacon` on pagehide): the terms
+    it was given are released in one transaction, so a reload that asks meanwhile finds all or none of them.
+    A lease gone already, or renewed since, is left as it is (the reloaded page holds it now)."""
+    assert rater.rater_id is not None
+    if len(lease_id) != len(expires_at):
+        raise Invalid("expires_at", f"{len(expires_at)} expiries for {len(lease_id)} leases: give one per lease_id")
+    terms = {lease: expiry.astimezone(UTC) for lease, expiry in zip(lease_id, expires_at, strict=True)}
+    crud.release_lease_terms(session, rater_id=rater.rater_id, terms=terms)

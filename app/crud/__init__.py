@@ -50,6 +50,7 @@ from app.crud.pairs import (
     leased_pair_ids,
     pending_pairs,
     release_lease,
+    release_lease_terms,
 )
 from app.crud.raters import (
     create_rater,
@@ -131,6 +132,7 @@ __all__ = [
     "record_metrics",
     "release_experiment",
     "release_lease",
+    "release_lease_terms",
     "revoke_rater",
     "segment_arrays",
     "submit_label",

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, delete, exists, func, literal, select, union_all, update
+from sqlalchemy import Integer, and_, bindparam, delete, exists, func, literal, or_, select, union_all, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import CursorResult
@@ -282,6 +282,24 @@ def lease_pair(
                 right_clip_status=pair.right_clip_status,
             )
         return None
+
+
+def release_lease_terms(session: Session, *, rater_id: int, terms: Mapping[int, datetime]) -> int:
+    """Hand back, in one transaction, each of the rater's leases named in `terms` (lease id -> the expiry the
+    page was given), where that term still runs; returns how many were released.
+
+    One transaction for all of a leaving page's pairs: a reloaded page that asks meanwhile then finds either
+    all of them held (and gets the one it showed back first) or none (and gets the best again), never a mix.
+    """
+    if not terms:
+        return 0
+    with write_transaction(session):
+        which = delete(Lease).where(
+            Lease.rater_id == rater_id,
+            or_(*(and_(Lease.id == lease, Lease.expires_at == expiry) for lease, expiry in terms.items())),
+        )
+        result: CursorResult[Any] = session.execute(which)  # type: ignore[assignment]
+        return result.rowcount
 
 
 def release_lease(

@@ -279,6 +279,29 @@ def test_release_by_beacon_takes_the_csrf_token_as_a_form_field(
     assert _lease(client, world, rater=1) is not None
 
 
+def test_a_leaving_page_releases_all_its_terms_in_one_beacon_and_a_renewed_term_stays(
+    anonymous: TestClient, client: TestClient, world: World
+) -> None:
+    first = _lease(client, world)
+    second = _lease(client, world, exclude=[first["pair_id"]])  # type: ignore[index]
+    assert first is not None and second is not None
+    renewed = _lease(client, world)  # a reloaded page got the first pair back, for a new term
+    assert renewed is not None and renewed["lease_id"] == first["lease_id"]
+    anonymous.cookies.set("rlhf_token", world.rater_tokens[0])
+    anonymous.cookies.set("rlhf_csrf", "csrf-123")
+    url = "/api/v1/leases/release"
+    fields = {"lease_id": [first["lease_id"], second["lease_id"]], "expires_at": [first["expires_at"]]}
+    mismatched = anonymous.post(url, data={"csrf_token": "csrf-123", **fields})
+    assert mismatched.status_code == 422 and mismatched.json()["field"] == "expires_at"
+    fields["expires_at"].append(second["expires_at"])
+    assert anonymous.post(url, data=fields).status_code == 403  # no CSRF token
+    assert anonymous.post(url, data={"csrf_token": "csrf-123", **fields}).status_code == 204
+    # The old page's terms: the second pair is free for another rater; the first, renewed since, stays held.
+    queue = client.get(f"/api/v1/experiments/{world.experiment_id}/queue").json()
+    assert [lease["lease_id"] for lease in queue["leases"]] == [first["lease_id"]]
+    assert anonymous.post(url, data={"csrf_token": "csrf-123", **fields}).status_code == 204  # nothing left: no-op
+
+
 def test_export_jsonl_and_csv_then_import(client: TestClient, world: World, rng: np.random.Generator) -> None:
     for choice in ("left", "skip"):
         lease = _lease(client, world)
