@@ -159,6 +159,9 @@ class RunConfig:
     """Env steps between evaluations on the true reward."""
     eval_episodes: int = 20
     """Episodes per evaluation on the true reward."""
+    policy_snapshots: int = 16
+    """Policies kept along the run once labels have come (evenly spaced); the run ends with the one whose
+    deterministic episodes score best on the final learned reward, undiscounted. 0 keeps the last policy."""
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
     """How the reward ensemble is built and trained."""
     ppo: PPOConfig | None = None

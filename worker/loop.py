@@ -130,6 +130,10 @@ class Learner:
         self.curve: list[dict[str, float]] = []
         self.query_batch = max(1, math.ceil(config.labels / QUERY_BATCHES))
         self.next_eval = 0
+        # (timesteps, PPO.policy_state()) along the run, for keep_best_policy.
+        self.snapshots: list[tuple[int, dict]] = []
+        self.next_snapshot = 0
+        self.chosen_policy: dict[str, Any] = {}
         self.last_return = float("nan")
         self.elapsed_before = 0.0  # wall seconds of earlier processes, for a resumed run
 
@@ -234,7 +238,47 @@ class Learner:
                 rewards = self.reward_model.rewards(rollout.obs, rollout.actions)
         self.logger.record_many(self.ppo.update(rollout, rewards))
         self.logger.record("labels/count", len(self.labeled))
+        self._snapshot_policy()
         return self.logger.dump(self.ppo.timesteps)
+
+    def _snapshot_policy(self) -> None:
+        config = self.config
+        if config.true_reward or not config.policy_snapshots or not self.labeled:
+            return
+        if self.ppo.timesteps >= self.next_snapshot:
+            self.snapshots.append((self.ppo.timesteps, self.ppo.policy_state()))
+            self.next_snapshot = self.ppo.timesteps + config.timesteps // config.policy_snapshots
+
+    def keep_best_policy(self) -> None:
+        """End with the snapshot (or the last policy) whose deterministic episodes score best on the final
+        learned reward, undiscounted; ties go to the later one.
+
+        Why: PPO maximises the *discounted* learned return (gamma 0.99 looks ~100 steps ahead), so a small
+        error in the learned reward that pays, say, 5% more per step for drifting the cart becomes worth a
+        termination 300 steps later, and a policy that balanced for the whole episode drifts off the track late
+        in the run (the late collapses of bench/label_efficiency.py's failing CartPole seeds: every failed
+        episode ended with the cart out, none with the pole down). The same reward summed over whole episodes
+        still ranks staying above drifting, so it picks the policy. The episodes start from states (seed + 20000)
+        other than the true-reward evaluation's, and only the learned reward decides.
+        """
+        config = self.config
+        if config.true_reward or not self.snapshots or not self.reward_model.trusted:
+            return
+        candidates = [*self.snapshots, (self.ppo.timesteps, self.ppo.policy_state())]
+        scores = []
+        for _timesteps, policy in candidates:
+            self.ppo.load_policy_state(policy)
+            returns = self.ppo.episode_returns(config.eval_episodes, config.seed + 20_000, self.reward_model.rewards)
+            scores.append(float(returns.mean()))
+        best = max(range(len(candidates)), key=lambda i: (scores[i], i))
+        self.ppo.load_policy_state(candidates[best][1])
+        self.chosen_policy = {
+            "timesteps": candidates[best][0],
+            "candidates": [
+                {"timesteps": timesteps, "learned_return": score}
+                for (timesteps, _), score in zip(candidates, scores, strict=True)
+            ],
+        }
 
     def _add_to_pool(self, rollout: Rollout) -> None:
         config = self.config
@@ -290,6 +334,8 @@ class Learner:
             "asked": self.asked,
             "curve": self.curve,
             "next_eval": self.next_eval,
+            "snapshots": self.snapshots,
+            "next_snapshot": self.next_snapshot,
             "last_return": self.last_return,
             "wall_seconds": self.wall_seconds,
             "history": self.logger.rows,
@@ -310,14 +356,17 @@ class Learner:
         self.asked = int(state["asked"])
         self.curve = list(state["curve"])
         self.next_eval = int(state["next_eval"])
+        self.snapshots = list(state.get("snapshots", []))  # checkpoints from before snapshots have none
+        self.next_snapshot = int(state.get("next_snapshot", 0))
         self.last_return = float(state["last_return"])
         self.elapsed_before = float(state["wall_seconds"])
         self.started = time.perf_counter()
         self.logger.rows = list(state["history"])
 
     def finish(self, teacher: Teacher) -> RunResult:
-        """Evaluate once more and assemble the run's metrics."""
+        """Keep the best policy by learned reward, evaluate it once more and assemble the run's metrics."""
         config = self.config
+        self.keep_best_policy()
         self.evaluate()
         labeled = self.labeled
         correlation = float("nan")
@@ -340,6 +389,7 @@ class Learner:
             "final_true_return_std": final["env/true_return_std"],
             "reward/val_accuracy": self.reward_model.validation_accuracy,
             "reward_correlation": correlation,
+            "chosen_policy": self.chosen_policy,
             "curve": self.curve,
             "config": config.to_dict(),
             "ppo_config": asdict(self.ppo_config),

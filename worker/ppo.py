@@ -14,6 +14,7 @@ is simply the value at the following (no-op) step, and no-op steps are left out 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -657,17 +658,21 @@ class PPO:
 
     # ----------------------------------------------------------------------------------------- evaluation
     def evaluate(self, episodes: int = 20, seed: int = 10_000) -> tuple[float, float]:
-        """Mean and std of the true return of the deterministic policy over `episodes` full episodes.
+        """Mean and std of the true return of the deterministic policy over `episodes` full episodes."""
+        returns = self.episode_returns(episodes, seed)
+        return float(returns.mean()), float(returns.std())
 
-        Runs one episode in each of `episodes` sub-envs of a separate vector env, reset with `seed`; does not
-        count toward `timesteps` nor change the observation normalizer.
+    def episode_returns(
+        self,
+        episodes: int = 20,
+        seed: int = 10_000,
+        reward: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """(episodes,) undiscounted returns of the deterministic policy's full episodes, on the true reward or on
+        `reward(obs, actions)` ((1, B, ...) steps -> (1, B) rewards, as `RewardEnsemble.rewards` takes them).
 
-        Args:
-            episodes: number of episodes (= eval sub-envs).
-            seed: reset seed of the eval envs (same seed, same start states).
-
-        Returns:
-            (mean, std) of the episodes' true returns.
+        Runs one episode in each of `episodes` sub-envs of a separate vector env, reset with `seed` (same seed,
+        same start states); does not count toward `timesteps` nor change the observation normalizer.
         """
         if episodes < 1:
             raise ValueError(f"episodes must be at least 1, got {episodes}")
@@ -680,13 +685,28 @@ class PPO:
         finished = np.zeros(episodes, dtype=bool)
         limit = max_episode_steps(self.env_id) or 100_000
         for _ in range(limit):
-            action = self.act(np.asarray(obs, dtype=np.float32), deterministic=True)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            returns += np.where(finished, 0.0, reward)
+            obs = np.asarray(obs, dtype=np.float32)
+            action = self.act(obs, deterministic=True)
+            step_reward = None if reward is None else reward(obs[None], np.asarray(action)[None])[0]
+            obs, true_reward, terminated, truncated, _ = env.step(action)
+            returns += np.where(finished, 0.0, true_reward if step_reward is None else step_reward)
             finished |= np.logical_or(terminated, truncated)
             if finished.all():
                 break
-        return float(returns.mean()), float(returns.std())
+        return returns
+
+    def policy_state(self) -> dict:
+        """What acting needs and nothing more (the policy network and the observation normalizer): a snapshot
+        to act from again later with `load_policy_state`, much smaller than `state_dict()`."""
+        return {
+            "agent": {k: v.detach().cpu().clone() for k, v in self.agent.state_dict().items()},
+            "obs_rms": self.obs_rms.state_dict(),  # copies of the statistics
+        }
+
+    def load_policy_state(self, state: dict) -> None:
+        """Act as the policy of a `policy_state()` snapshot (the optimizer and the counters stay as they are)."""
+        self.agent.load_state_dict(state["agent"])
+        self.obs_rms.load_state_dict(state["obs_rms"])
 
     # ----------------------------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
