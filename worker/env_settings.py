@@ -71,13 +71,16 @@ ENV_SETTINGS: dict[str, EnvSettings] = {
     ),
     "Pendulum-v1": EnvSettings(
         ppo=PPOConfig(
-            num_steps=1024, gamma=0.9, update_epochs=10, num_minibatches=8, learning_rate=2e-3, max_grad_norm=2.0
+            num_steps=1024, gamma=0.9, update_epochs=10, num_minibatches=8, learning_rate=1e-3, max_grad_norm=2.0
         ),
-        timesteps=60_000,
+        timesteps=80_000,
         segment_length=50,
         why=(
-            "rl-zoo3's settings (without gSDE) with 512-sample minibatches, twice the learning rate and a looser "
-            "gradient clip: the same progress per env step for 1/8 of the gradient steps."
+            "rl-zoo3's settings (without gSDE) with 512-sample minibatches and a looser gradient clip, for 1/8 of "
+            "its gradient steps. 80k steps: at 60k, PPO on the true reward was still improving on seed 5 (-228). "
+            "rl-zoo3's 1e-3 learning rate, not twice it: at 2e-3 (tuned on the true reward) seed 9's policy fell "
+            "from -259 to -474 on a learned reward that tracked the true one (correlation 0.994); at 1e-3 every "
+            "seed 0-9 ends at -137 to -177."
         ),
     ),
     "rlhf/SparseGoal-v0": EnvSettings(

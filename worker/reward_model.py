@@ -104,7 +104,7 @@ class RewardEnsemble:
         self.obs_std = np.ones(obs_dim, dtype=np.float32)
         self.validation_accuracy = float("nan")
         self.validation_strict = 0
-        self.trusted = True
+        self.trusted = False  # no labels yet, nothing to go by: zero reward until set_normalization says so
         self.reward_offset = 0.0
         self.reward_scale = 1.0
 

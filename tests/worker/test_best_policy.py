@@ -8,7 +8,8 @@ from worker.loop import Learner, ask_teacher
 from worker.teachers import make_teacher
 
 
-def tiny_learner() -> Learner:
+def tiny_learner(trusted: bool = True) -> Learner:
+    """A learner whose reward model, stubbed where a test says, counts as trusted."""
     config = RunConfig(
         env_id="CartPole-v1",
         labels=20,
@@ -18,7 +19,9 @@ def tiny_learner() -> Learner:
         ppo=PPOConfig(num_envs=4, num_steps=16, update_epochs=1, num_minibatches=1),
         device="cpu",
     )
-    return Learner(config)
+    learner = Learner(config)
+    learner.reward_model.trusted = trusted
+    return learner
 
 
 def always(learner: Learner, action: int) -> dict:
@@ -80,7 +83,7 @@ def test_an_untrusted_reward_model_or_no_snapshots_leave_the_last_policy() -> No
 
 
 def test_snapshots_come_after_the_first_labels_evenly_spaced_and_survive_a_checkpoint() -> None:
-    learner = tiny_learner()
+    learner = tiny_learner(trusted=False)
     teacher = make_teacher("perfect", np.random.default_rng(1))
     first_labels_at = []
 

@@ -57,7 +57,7 @@ def test_observations_are_normalized_when_bounds_are_unbounded_wide_or_far_apart
 
 def test_resolved_fills_timesteps_segment_length_and_ppo_from_the_env_settings():
     config = RunConfig(env_id="Pendulum-v1").resolved()
-    assert config.timesteps == 60_000
+    assert config.timesteps == 80_000
     assert config.segment_length == 50
     assert config.ppo == ENV_SETTINGS["Pendulum-v1"].ppo
     assert config.ppo.num_steps == 1024
