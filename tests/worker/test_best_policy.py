@@ -1,25 +1,16 @@
 """The run ends with the policy snapshot that scores best on the learned reward over whole episodes."""
 
 import numpy as np
+import tiny_learners
 import torch
 
-from worker.config import PPOConfig, RunConfig
 from worker.loop import Learner, ask_teacher
 from worker.teachers import make_teacher
 
 
 def tiny_learner(trusted: bool = True) -> Learner:
     """A learner whose reward model, stubbed where a test says, counts as trusted."""
-    config = RunConfig(
-        env_id="CartPole-v1",
-        labels=20,
-        timesteps=2048,
-        segment_length=10,
-        eval_episodes=4,
-        ppo=PPOConfig(num_envs=4, num_steps=16, update_epochs=1, num_minibatches=1),
-        device="cpu",
-    )
-    learner = Learner(config)
+    learner = tiny_learners.tiny_learner(eval_episodes=4)
     learner.reward_model.trusted = trusted
     return learner
 

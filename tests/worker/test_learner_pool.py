@@ -2,32 +2,9 @@
 
 from collections import deque
 
-import numpy as np
+from tiny_learners import alive_segment, tiny_learner
 
-from worker.config import PPOConfig, RunConfig
-from worker.loop import Learner
-from worker.types import LabeledPair, Segment
-
-LENGTH = 10
-
-
-def tiny_learner() -> Learner:
-    config = RunConfig(
-        env_id="CartPole-v1",
-        labels=20,
-        timesteps=2048,
-        segment_length=LENGTH,
-        segments_per_rollout=8,
-        pool_rollouts=2,
-        ppo=PPOConfig(num_envs=4, num_steps=16, update_epochs=1, num_minibatches=1),
-        device="cpu",
-    )
-    return Learner(config)
-
-
-def alive_segment(value: float) -> Segment:
-    return Segment(np.full((LENGTH, 4), value, np.float32), np.zeros(LENGTH, np.int64), np.ones(LENGTH, np.float32),
-                   np.zeros(LENGTH, bool))
+from worker.types import LabeledPair
 
 
 def test_segments_that_reach_an_end_stay_queryable_after_their_chunk_leaves_the_pool():

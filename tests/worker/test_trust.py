@@ -1,27 +1,11 @@
 """Trust in the learned reward: PPO learns only from a trusted model, and held-out accuracy must beat chance on two
 refits in a row (one lucky refit of a coin's labels is not enough)."""
 
-import numpy as np
 import torch
+from tiny_learners import alive_segment, tiny_learner
 
-from worker.config import PPOConfig, RunConfig
 from worker.loop import Learner
-from worker.types import LabeledPair, Segment
-
-LENGTH = 10
-
-
-def tiny_learner() -> Learner:
-    config = RunConfig(
-        env_id="CartPole-v1",
-        labels=20,
-        timesteps=2048,
-        segment_length=LENGTH,
-        segments_per_rollout=8,
-        ppo=PPOConfig(num_envs=4, num_steps=16, update_epochs=1, num_minibatches=1),
-        device="cpu",
-    )
-    return Learner(config)
+from worker.types import LabeledPair
 
 
 def policy_weights(learner: Learner) -> list[torch.Tensor]:
@@ -38,11 +22,6 @@ def test_ppo_does_not_learn_from_a_model_that_is_not_trusted() -> None:
     learner.reward_model.set_normalization(learner.candidates, anchor_on_ended=False, trusted=True)
     learner.step(lambda candidates, pairs: [])
     assert not all(torch.equal(a, b) for a, b in zip(before, policy_weights(learner), strict=True))
-
-
-def alive_segment(value: float) -> Segment:
-    return Segment(np.full((LENGTH, 4), value, np.float32), np.zeros(LENGTH, np.int64), np.ones(LENGTH, np.float32),
-                   np.zeros(LENGTH, bool))
 
 
 def test_held_out_accuracy_must_beat_chance_on_two_refits_in_a_row() -> None:
