@@ -172,10 +172,17 @@ def command_run(args: argparse.Namespace) -> int:
         result = run(config, progress=show)
     save_run(result, args.out)
     m = result.metrics
+    chosen = m["chosen_policy"]
+    kept = (
+        f"; kept the policy of step {chosen['timesteps']} (best of {len(chosen['candidates'])} on the learned reward)"
+        if chosen
+        else ""
+    )
     print(
         f"{m['env']}: true return {m['final_true_return']:.1f} ± {m['final_true_return_std']:.1f} "
-        f"with {m['labels_used']} labels, {m['timesteps']} steps, {m['wall_seconds']:.1f} s; "
-        f"reward accuracy {m['reward/val_accuracy']:.2f}, correlation {m['reward_correlation']:.2f}"
+        f"with {m['labels_used']} labels ({m['choices']['equal']} answered equal), {m['timesteps']} steps, "
+        f"{m['wall_seconds']:.1f} s; reward accuracy {m['reward/val_accuracy']:.2f}, "
+        f"correlation {m['reward_correlation']:.2f}{kept}"
     )
     print(f"wrote {args.out / 'metrics.json'}, {args.out / 'curve.png'}, {args.out / 'checkpoint.pt'}")
     return 0

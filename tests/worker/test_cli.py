@@ -59,6 +59,10 @@ def test_run_with_a_tiny_label_budget_beats_a_random_policy_and_reloads(tmp_path
     assert metrics["final_true_return"] > 5 * RANDOM_POLICY_RETURN
     assert all({"labels/count", "env/timesteps", "env/true_return"} <= point.keys() for point in metrics["curve"])
     assert (out / "curve.png").stat().st_size > 10_000
+    chosen = metrics["chosen_policy"]  # the checkpoint holds the policy the run kept, which eval scores below
+    assert chosen["timesteps"] in [c["timesteps"] for c in chosen["candidates"]]
+    assert f"kept the policy of step {chosen['timesteps']} (best of {len(chosen['candidates'])}" in done.stdout
+    assert f"({metrics['choices']['equal']} answered equal)" in done.stdout
 
     again = rlhf("eval", str(out), "--episodes", "20")
     assert again.returncode == 0, again.stderr
