@@ -276,7 +276,9 @@ class Learner:
         config = self.config
         if config.true_reward or not self.snapshots or not self.reward_model.trusted:
             return
-        candidates = [*self.snapshots, (self.ppo.timesteps, self.ppo.policy_state())]
+        candidates = list(self.snapshots)
+        if candidates[-1][0] != self.ppo.timesteps:  # the last policy, unless the last snapshot is of it
+            candidates.append((self.ppo.timesteps, self.ppo.policy_state()))
         scores = []
         for _timesteps, policy in candidates:
             self.ppo.load_policy_state(policy)

@@ -716,9 +716,8 @@ class PPO:
             "config": asdict(self.config),
             "total_timesteps": self.total_timesteps,
             "timesteps": self.timesteps,
-            "agent": {k: v.detach().cpu().clone() for k, v in self.agent.state_dict().items()},
+            **self.policy_state(),  # agent, obs_rms
             "optimizer": self.optimizer.state_dict(),
-            "obs_rms": self.obs_rms.state_dict(),
             "return_rms": self.return_rms.state_dict(),
             "discounted_return": torch.from_numpy(self._discounted_return.copy()),
             "torch_rng": self.generator.get_state(),
@@ -729,9 +728,8 @@ class PPO:
         """Restore what `state_dict()` saved; the envs keep their current episodes."""
         if state["env_id"] != self.env_id:
             raise ValueError(f"state is for {state['env_id']}, this PPO runs {self.env_id}")
-        self.agent.load_state_dict(state["agent"])
+        self.load_policy_state(state)
         self.optimizer.load_state_dict(state["optimizer"])
-        self.obs_rms.load_state_dict(state["obs_rms"])
         if "return_rms" in state:  # checkpoints from before reward scaling have none
             self.return_rms.load_state_dict(state["return_rms"])
             self._discounted_return = np.asarray(state["discounted_return"], dtype=np.float64).copy()

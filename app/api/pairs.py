@@ -22,7 +22,7 @@ from app.deps import (
     check_experiment_access,
     require_experiment_access,
 )
-from app.errors import Invalid
+from app.errors import Invalid, NotFound
 
 router = APIRouter(tags=["pairs"], responses=errors(*API_ERRORS))
 
@@ -118,8 +118,10 @@ def release_lease_by_beacon(
     """As DELETE /leases/{lease_id}, for a page leaving (`navigator.sendBeacon` on pagehide), which can send
     no headers: with the session cookie the CSRF token comes as the form field `csrf_token`."""
     assert rater.rater_id is not None
-    term = expires_at.astimezone(UTC) if expires_at is not None else None
-    crud.release_lease(session, lease_id=lease_id, rater_id=rater.rater_id, expires_at=term)
+    if expires_at is None:
+        crud.release_lease(session, lease_id=lease_id, rater_id=rater.rater_id)
+    elif not crud.release_lease_terms(session, rater_id=rater.rater_id, terms={lease_id: expires_at.astimezone(UTC)}):
+        raise NotFound("lease_id", f"no lease {lease_id} held by this rater for that term")
 
 
 @router.post("/leases/release", status_code=status.HTTP_204_NO_CONTENT, responses=errors(422))

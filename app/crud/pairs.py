@@ -286,7 +286,8 @@ def lease_pair(
 
 def release_lease_terms(session: Session, *, rater_id: int, terms: Mapping[int, datetime]) -> int:
     """Hand back, in one transaction, each of the rater's leases named in `terms` (lease id -> the expiry the
-    page was given), where that term still runs; returns how many were released.
+    page was given), where that term still runs: a term handed out since (to a reloaded page) stays. Returns
+    how many were released.
 
     One transaction for all of a leaving page's pairs: a reloaded page that asks meanwhile then finds either
     all of them held (and gets the one it showed back first) or none (and gets the best again), never a mix.
@@ -308,22 +309,16 @@ def release_lease(
     lease_id: int,
     rater_id: int | None = None,
     experiment_id: int | None = None,
-    expires_at: datetime | None = None,
 ) -> None:
     """Hand a leased pair back to the pool before it expires (the rater left or skipped ahead, or an admin
-    freed a stuck one: no `rater_id`, within `experiment_id`).
-
-    With `expires_at`, only that term of the lease is released: a page that left names the term it was given,
-    and a term handed out since (to the reloaded page) stays.
-    """
+    freed a stuck one: no `rater_id`, within `experiment_id`). A page that left releases only the terms it was
+    given: `release_lease_terms`."""
     with write_transaction(session):
         which = delete(Lease).where(Lease.id == lease_id)
         if rater_id is not None:
             which = which.where(Lease.rater_id == rater_id)
         if experiment_id is not None:
             which = which.where(Lease.experiment_id == experiment_id)
-        if expires_at is not None:
-            which = which.where(Lease.expires_at == expires_at)
         result: CursorResult[Any] = session.execute(which)  # type: ignore[assignment]
         if result.rowcount == 0:
             whose = "held by this rater" if rater_id is not None else "in this experiment"

@@ -260,15 +260,27 @@ def test_concurrent_lease_calls_of_one_rater_stay_under_the_cap(
         assert session.scalar(select(func.count()).select_from(Lease)) == 2
 
 
+def _hold_two(client: TestClient, world: World) -> tuple[dict, dict]:
+    """Rater 0's first two leases."""
+    first = _lease(client, world)
+    assert first is not None
+    second = _lease(client, world, exclude=[first["pair_id"]])
+    assert second is not None
+    return first, second
+
+
+def _sign_in_as_the_page(anonymous: TestClient, world: World) -> None:
+    """Rater 0's session cookie and the CSRF cookie "csrf-123", as the labeling page holds them."""
+    anonymous.cookies.set("rlhf_token", world.rater_tokens[0])
+    anonymous.cookies.set("rlhf_csrf", "csrf-123")
+
+
 def test_release_by_beacon_takes_the_csrf_token_as_a_form_field(
     anonymous: TestClient, client: TestClient, world: World
 ) -> None:
     # navigator.sendBeacon sends the cookies and a form body, but no headers.
-    first = _lease(client, world)
-    second = _lease(client, world, exclude=[first["pair_id"]])  # type: ignore[index]
-    assert first is not None and second is not None
-    anonymous.cookies.set("rlhf_token", world.rater_tokens[0])
-    anonymous.cookies.set("rlhf_csrf", "csrf-123")
+    first, second = _hold_two(client, world)
+    _sign_in_as_the_page(anonymous, world)
     url = f"/api/v1/leases/{first['lease_id']}/release"
     assert anonymous.post(url).status_code == 403
     assert anonymous.post(url, data={"csrf_token": "wrong"}).status_code == 403
@@ -282,13 +294,10 @@ def test_release_by_beacon_takes_the_csrf_token_as_a_form_field(
 def test_a_leaving_page_releases_all_its_terms_in_one_beacon_and_a_renewed_term_stays(
     anonymous: TestClient, client: TestClient, world: World
 ) -> None:
-    first = _lease(client, world)
-    second = _lease(client, world, exclude=[first["pair_id"]])  # type: ignore[index]
-    assert first is not None and second is not None
+    first, second = _hold_two(client, world)
     renewed = _lease(client, world)  # a reloaded page got the first pair back, for a new term
     assert renewed is not None and renewed["lease_id"] == first["lease_id"]
-    anonymous.cookies.set("rlhf_token", world.rater_tokens[0])
-    anonymous.cookies.set("rlhf_csrf", "csrf-123")
+    _sign_in_as_the_page(anonymous, world)
     url = "/api/v1/leases/release"
     fields = {"lease_id": [first["lease_id"], second["lease_id"]], "expires_at": [first["expires_at"]]}
     mismatched = anonymous.post(url, data={"csrf_token": "csrf-123", **fields})
