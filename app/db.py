@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
@@ -16,13 +14,18 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.driver import (
+    POSTGRES_SETTINGS,
+    AsyncPool,
+    QueryFunction,
+    add_writer_lock,
+    transact_blocking,
+    writer_lock,
+)
 from app.settings import Settings
 
 Params = ParamSpec("Params")
 Result = TypeVar("Result")
-
-# Per SQLite engine, the in-process lock that queues writers (see write_transaction).
-_write_locks: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
 
 
 def make_engine(settings: Settings) -> Engine:
@@ -30,7 +33,11 @@ def make_engine(settings: Settings) -> Engine:
     url = settings.resolved_database_url
     if url.startswith("sqlite"):
         return _make_sqlite_engine(url, settings)
-    engine = create_engine(url, pool_size=settings.db_pool_size, max_overflow=settings.db_pool_size)
+    settings_option = " ".join(f"-c {name}={value}" for name, value in POSTGRES_SETTINGS.items())
+    options = {"options": settings_option} if url.startswith("postgresql+psycopg") else {}
+    engine = create_engine(
+        url, pool_size=settings.db_pool_size, max_overflow=settings.db_pool_size, connect_args=options
+    )
     _ping_after_idle(engine)
     return engine
 
@@ -87,7 +94,7 @@ def _make_sqlite_engine(url: str, settings: Settings) -> Engine:
         mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
         connection.exec_driver_sql(f"BEGIN {mode}")
 
-    _write_locks[engine] = threading.Lock()
+    add_writer_lock(engine)
     return engine
 
 
@@ -114,7 +121,7 @@ def write_transaction(session: Session) -> Iterator[Session]:
             raise RuntimeError("write_transaction needs a session without pending changes")
         session.rollback()
     engine = session.get_bind()
-    lock = _write_locks.get(engine) if isinstance(engine, Engine) else None
+    lock = writer_lock(engine) if isinstance(engine, Engine) else None
     with lock if lock is not None else nullcontext():
         if lock is not None:
             session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
@@ -124,6 +131,20 @@ def write_transaction(session: Session) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def transact_in_session(
+    session: Session, function: QueryFunction[Params, Result], /, *args: Params.args, **kwargs: Params.kwargs
+) -> Result:
+    """app.driver.transact_blocking on the session's engine, for synchronous callers of a hot-path query function.
+    Any read transaction still open on the session is ended first (on SQLite it would hold off the writer)."""
+    if session.in_transaction():
+        if session.new or session.dirty or session.deleted:
+            raise RuntimeError("transact_in_session needs a session without pending changes")
+        session.rollback()
+    engine = session.get_bind()
+    assert isinstance(engine, Engine)
+    return transact_blocking(engine, function, *args, **kwargs)
 
 
 def ping(session: Session) -> None:
@@ -140,36 +161,63 @@ class DatabaseRunner:
     SQLite answers in-process in a fraction of a millisecond, less than the hop to a thread costs, so its calls
     run inline (its writers queue on a lock anyway, see write_transaction).
 
-    Each call ends with the session closed, its connection back in the pool: a request that held one while
-    waiting for a thread could leave every thread waiting for a connection. Loaded rows stay readable (closing
-    detaches them, it does not expire them), and the session opens a new transaction when used again.
+    Each call runs in a session of its own, closed at its end, its connection back in the pool: a request that
+    held one while waiting for a thread could leave every thread waiting for a connection. Loaded rows stay
+    readable (closing detaches them, it does not expire them).
+
+    The lease and label paths (`transact`) run on the driver (app.driver): inline on SQLite, and on PostgreSQL
+    on asynchronous connections while the app's lifespan has opened them (`open`), else on the thread pool.
     """
 
-    def __init__(self, engine: Engine, threads: int) -> None:
-        inline = engine.dialect.name == "sqlite"
+    def __init__(self, session_factory: sessionmaker[Session], threads: int) -> None:
+        self._session_factory = session_factory
+        self._engine: Engine = session_factory.kw["bind"]
+        self.dialect: str = self._engine.dialect.name
+        inline = self.dialect == "sqlite"
         self._executor = None if inline else ThreadPoolExecutor(threads, thread_name_prefix="database")
+        self._async_pool = None if inline else AsyncPool(self._engine, threads)
 
     async def run(
         self,
         function: Callable[Concatenate[Session, Params], Result],
-        session: Session,
         /,
         *args: Params.args,
         **kwargs: Params.kwargs,
     ) -> Result:
-        """`function(session, *args, **kwargs)`, awaited; the session is closed afterwards."""
-        call = functools.partial(_call_and_close, function, session, *args, **kwargs)
+        """`function(session, *args, **kwargs)` in a session of its own, awaited; the session is closed afterwards."""
+        call = functools.partial(_call_in_session, self._session_factory, function, *args, **kwargs)
         if self._executor is None:
             return call()
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def transact(
+        self, function: QueryFunction[Params, Result], /, *args: Params.args, **kwargs: Params.kwargs
+    ) -> Result:
+        """`function(transaction, *args, **kwargs)` in a transaction on the driver (see app.driver), awaited."""
+        pool = self._async_pool
+        if pool is not None and pool.serves_running_loop():
+            return await pool.transact(function, *args, **kwargs)
+        call = functools.partial(transact_blocking, self._engine, function, *args, **kwargs)
+        if self._executor is None:
+            return call()
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def open(self) -> None:
+        """Open the asynchronous connections for requests served by the running event loop (PostgreSQL)."""
+        if self._async_pool is not None:
+            await self._async_pool.open()
+
+    async def aclose(self) -> None:
+        if self._async_pool is not None:
+            await self._async_pool.close()
 
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
 
 
-def _call_and_close(function: Callable[..., Result], session: Session, *args: Any, **kwargs: Any) -> Result:
-    try:
+def _call_in_session(
+    session_factory: sessionmaker[Session], function: Callable[..., Result], *args: Any, **kwargs: Any
+) -> Result:
+    with session_factory() as session:
         return function(session, *args, **kwargs)
-    finally:
-        session.close()

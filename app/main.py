@@ -184,11 +184,13 @@ def create_app(settings: Settings) -> FastAPI:
         # Printed once: only its hash is stored.
         print(f"rlhf: generated admin token (store it, it is shown only now): {generated}", file=sys.stderr)
 
-    database = DatabaseRunner(engine, threads=settings.db_pool_size)
+    database = DatabaseRunner(session_factory, threads=settings.db_pool_size)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await database.open()
         yield
+        await database.aclose()
         database.close()
         engine.dispose()
 

@@ -4,30 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from sqlalchemy.orm import Session
 
 from app import crud, schemas
 from app.api.convert import label_out, segment_ref
 from app.api.responses import API_ERRORS, errors
 from app.crud import history
-from app.deps import DatabaseDep, PathId, RaterDep, SessionDep, require_experiment_access
+from app.deps import PathId, RaterCallDep, RaterDep, SessionDep
 from app.models import Experiment
 
 router = APIRouter(tags=["labels"], responses=errors(*API_ERRORS))
 
 
 @router.get("/experiments/{experiment_id}/progress", response_model=schemas.RaterProgressOut, responses=errors(404))
-async def get_rater_progress(
-    experiment_id: PathId, request: Request, session: SessionDep, database: DatabaseDep, rater: RaterDep
-) -> schemas.RaterProgressOut:
+async def get_rater_progress(experiment_id: PathId, rater: RaterCallDep) -> schemas.RaterProgressOut:
     """The calling rater's label count and what waits: the labeling page's counters (they survive a reload)."""
     # The page polls this and the next route: `async def` through the database runner, like lease_pair.
-    await require_experiment_access(request, database, session, rater, experiment_id)
-    assert rater.rater_id is not None
-    progress = await database.run(
-        history.rater_progress, session, experiment_id=experiment_id, rater_id=rater.rater_id
-    )
+    await rater.require_access(experiment_id)
+    progress = await rater.database.run(history.rater_progress, experiment_id=experiment_id, rater_id=rater.rater_id)
     return schemas.RaterProgressOut(
         labels=progress.labels,
         pairs_waiting=progress.pairs_waiting,
@@ -41,16 +36,12 @@ async def get_rater_progress(
 )
 async def list_my_labels(
     experiment_id: PathId,
-    request: Request,
-    session: SessionDep,
-    database: DatabaseDep,
-    rater: RaterDep,
+    rater: RaterCallDep,
     limit: Annotated[int, Query(ge=1, le=200, description="How many of the latest answers.")] = 20,
 ) -> list[schemas.HistoryEntryOut]:
     """The calling rater's latest answers in the experiment, newest first, with both clips of each pair."""
-    await require_experiment_access(request, database, session, rater, experiment_id)
-    assert rater.rater_id is not None
-    experiment, entries = await database.run(_experiment_and_history, session, experiment_id, rater.rater_id, limit)
+    await rater.require_access(experiment_id)
+    experiment, entries = await rater.database.run(_experiment_and_history, experiment_id, rater.rater_id, limit)
     return [
         schemas.HistoryEntryOut(
             label_id=entry.label_id,

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app import crud, schemas
 from app.api.convert import label_out, lease_out
 from app.api.responses import API_ERRORS, errors
-from app.deps import AdminDep, DatabaseDep, PathId, RaterDep, SessionDep, SettingsDep, require_experiment_access
+from app.deps import AdminDep, PathId, RaterCallDep, SessionDep
 from app.errors import Invalid
 from app.vocabulary import Choice
 
@@ -32,14 +32,10 @@ router = APIRouter(tags=["labels"], responses=errors(*API_ERRORS))
     response_model=schemas.LabelOut,
     responses=errors(404, 409),
 )
-async def submit_label(
-    body: schemas.LabelCreate, session: SessionDep, database: DatabaseDep, rater: RaterDep
-) -> schemas.LabelOut:
+async def submit_label(body: schemas.LabelCreate, rater: RaterCallDep) -> schemas.LabelOut:
     """Store the calling rater's choice for a leased pair; the same idempotency key answers the same label."""
-    assert rater.rater_id is not None
-    label, _created = await database.run(
-        crud.submit_label,
-        session,
+    label, _created = await rater.database.transact(
+        crud.label_in,
         rater_id=rater.rater_id,
         pair_id=body.pair_id,
         choice=body.choice,
@@ -50,23 +46,14 @@ async def submit_label(
 
 
 @router.post("/experiments/{experiment_id}/labels/undo", response_model=schemas.UndoOut, responses=errors(404))
-async def undo_label(
-    experiment_id: PathId,
-    request: Request,
-    session: SessionDep,
-    database: DatabaseDep,
-    settings: SettingsDep,
-    rater: RaterDep,
-) -> schemas.UndoOut:
+async def undo_label(experiment_id: PathId, rater: RaterCallDep) -> schemas.UndoOut:
     """Remove the calling rater's last label in the experiment and lease its pair back to them."""
-    await require_experiment_access(request, database, session, rater, experiment_id)
-    assert rater.rater_id is not None
-    label, info = await database.run(
+    await rater.require_access(experiment_id)
+    label, info = await rater.database.run(
         crud.undo_last_label,
-        session,
         experiment_id=experiment_id,
         rater_id=rater.rater_id,
-        lease_seconds=settings.lease_seconds,
+        lease_seconds=rater.settings.lease_seconds,
     )
     return schemas.UndoOut(label=label_out(label), lease=lease_out(info))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Query, Request, Response, status
+from fastapi import APIRouter, Form, Query, Response, status
 
 from app import crud, schemas, stats
 from app.api.convert import lease_out, pair_out
@@ -13,14 +13,12 @@ from app.api.responses import API_ERRORS, errors
 from app.deps import (
     AdminDep,
     BeaconRaterDep,
-    DatabaseDep,
     PathId,
     PrincipalDep,
+    RaterCallDep,
     RaterDep,
     SessionDep,
-    SettingsDep,
     check_experiment_access,
-    require_experiment_access,
 )
 from app.errors import Invalid, NotFound
 
@@ -59,11 +57,7 @@ def get_pair(pair_id: PathId, session: SessionDep, principal: PrincipalDep) -> s
 )
 async def lease_pair(
     experiment_id: PathId,
-    request: Request,
-    session: SessionDep,
-    database: DatabaseDep,
-    settings: SettingsDep,
-    rater: RaterDep,
+    rater: RaterCallDep,
     exclude: Annotated[
         list[schemas.Id] | None,
         Query(max_length=100, description="Pair ids the caller shows already: held ones are not returned again."),
@@ -71,15 +65,13 @@ async def lease_pair(
 ) -> schemas.LeaseOut | Response:
     """The calling rater's next pair: one they hold already (oldest first, lease unchanged), else a new lease
     while they hold fewer than the cap (RLHF_MAX_LEASES_PER_RATER); 204 when none is waiting."""
-    await require_experiment_access(request, database, session, rater, experiment_id)
-    assert rater.rater_id is not None
-    info = await database.run(
-        crud.lease_pair,
-        session,
+    await rater.require_access(experiment_id)
+    info = await rater.database.transact(
+        crud.lease_in,
         experiment_id=experiment_id,
         rater_id=rater.rater_id,
-        lease_seconds=settings.lease_seconds,
-        max_held=settings.max_leases_per_rater,
+        lease_seconds=rater.settings.lease_seconds,
+        max_held=rater.settings.max_leases_per_rater,
         exclude_pair_ids=set(exclude or ()),
     )
     if info is None:

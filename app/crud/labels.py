@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 from app.crud.common import as_utc, hash_token, new_token
 from app.crud.experiments import get_experiment
 from app.crud.pairs import LeaseInfo
-from app.db import is_sqlite, write_transaction
+from app.db import is_sqlite, transact_in_session, write_transaction
+from app.driver import Prepared, Transaction
 from app.errors import Conflict, Forbidden, Invalid, NotFound
 from app.models import (
     Label,
@@ -42,6 +43,7 @@ def _lock_pair(session: Session, *, pair_id: int) -> Pair:
 # than running them.
 @functools.cache
 def _label_statements(postgres: bool) -> dict[str, Any]:
+    """The label path's statements, each a Prepared but "store": the statements that store a label, in order."""
     pair_id, rater_id = bindparam("pair_id", type_=Integer()), bindparam("rater_id", type_=Integer())
     key = bindparam("key", type_=String())
     # Everything submit_label checks, in one statement: the pair (locked on PostgreSQL, so labels and leases
@@ -89,13 +91,75 @@ def _label_statements(postgres: bool) -> dict[str, Any]:
     else:
         store = [insert_label, drop_lease, count_label]
     return {
-        "state": state.with_for_update(of=Pair) if postgres else state,
-        "label": select(*Label.__table__.columns).where(Label.id == bindparam("label_id")),
-        "others_live": select(func.count())
-        .select_from(Lease)
-        .where(Lease.pair_id == pair_id, Lease.rater_id != rater_id, Lease.expires_at > bindparam("now")),
-        "store": store,
+        "state": Prepared(state.with_for_update(of=Pair) if postgres else state),
+        "label": Prepared(select(*Label.__table__.columns).where(Label.id == bindparam("label_id"))),
+        "others_live": Prepared(
+            select(func.count())
+            .select_from(Lease)
+            .where(Lease.pair_id == pair_id, Lease.rater_id != rater_id, Lease.expires_at > bindparam("now"))
+        ),
+        "store": [Prepared(statement) for statement in store],
     }
+
+
+async def label_in(
+    transaction: Transaction,
+    *,
+    rater_id: int,
+    pair_id: int,
+    choice: str,
+    response_time_ms: int | None = None,
+    idempotency_key: str | None = None,
+) -> tuple[Label, bool]:
+    """Store a rater's answer about a leased pair; the one write path for humans and the synthetic teacher (run
+    it with DatabaseRunner.transact, or submit_label).
+
+    Idempotent: a repeated `idempotency_key` with the same pair and choice returns the stored label. When a
+    concurrent request of the same rater for the same key or pair commits between this one's checks and its
+    insert (on PostgreSQL a request that waited for the pair's row lock re-reads only that row), the insert
+    raises IntegrityError and the transaction runners ask once more: the checks then see that label, and the
+    same key and body get it back, anything else a conflict.
+
+    Returns:
+        (label, created): created is False for a replay. The label is detached from any session.
+    """
+    if choice not in CHOICES:
+        raise Invalid("choice", f"must be one of {', '.join(CHOICES)}")
+    statements = _label_statements(transaction.dialect.name == "postgresql")
+    keys = {"pair_id": pair_id, "rater_id": rater_id}
+    state = await statements["state"].first(transaction, {**keys, "key": idempotency_key})
+    if state is None:
+        raise NotFound("pair_id", f"no pair {pair_id}")
+    if state.key_label_id is not None:
+        earlier = await statements["label"].first(transaction, {"label_id": state.key_label_id})
+        if earlier.pair_id != pair_id or earlier.choice != choice:
+            raise Conflict("idempotency_key", "already used for a different label")
+        return Label(**earlier._asdict()), False
+    if state.labeled_id is not None:
+        raise Conflict("pair_id", "this rater already labeled the pair")
+    if state.lease_id is None:
+        raise Conflict("pair_id", "the rater does not hold a lease on this pair")
+    now = utcnow()
+    if as_utc(state.lease_expires_at) <= now:
+        # Late but harmless if nobody else took the place meanwhile.
+        others = await statements["others_live"].scalar(transaction, {**keys, "now": now}) or 0
+        if state.status != "pending" or state.labels_count + others >= state.labels_wanted:
+            raise Conflict("pair_id", "the lease expired and the pair went to another rater")
+    values = {
+        "experiment_id": state.experiment_id,
+        "pair_id": pair_id,
+        "rater_id": rater_id,
+        "choice": choice,
+        "response_time_ms": response_time_ms,
+        "idempotency_key": idempotency_key,
+        "created_at": now,
+    }
+    first, *rest = statements["store"]
+    ids = {"lease_id": state.lease_id, "pair_id": pair_id}
+    label_id = await first.scalar(transaction, {**{f"new_{k}": v for k, v in values.items()}, **ids})
+    for statement in rest:
+        await statement.run(transaction, ids)
+    return Label(id=label_id, **values), True
 
 
 def submit_label(
@@ -107,70 +171,16 @@ def submit_label(
     response_time_ms: int | None = None,
     idempotency_key: str | None = None,
 ) -> tuple[Label, bool]:
-    """Store a rater's answer about a leased pair; the one write path for humans and the synthetic teacher.
-
-    Idempotent: a repeated `idempotency_key` with the same pair and choice returns the stored label.
-
-    Returns:
-        (label, created): created is False for a replay. The label is detached from the session.
-    """
-    if choice not in CHOICES:
-        raise Invalid("choice", f"must be one of {', '.join(CHOICES)}")
-    arguments = (rater_id, pair_id, choice, response_time_ms, idempotency_key)
-    try:
-        return _store_label(session, *arguments)
-    except IntegrityError:
-        # A concurrent request of the same rater for the same key or pair committed between this one's checks
-        # and its insert (on PostgreSQL a request that waited for the pair's row lock re-reads only that row).
-        # Asked again, the checks see that label: the same key and body get it back, anything else a conflict.
-        return _store_label(session, *arguments)
-
-
-def _store_label(
-    session: Session,
-    rater_id: int,
-    pair_id: int,
-    choice: str,
-    response_time_ms: int | None,
-    idempotency_key: str | None,
-) -> tuple[Label, bool]:
-    statements = _label_statements(not is_sqlite(session))
-    keys = {"pair_id": pair_id, "rater_id": rater_id}
-    with write_transaction(session):
-        connection = session.connection()  # Core execution: skips the ORM's per-statement bookkeeping
-        state = connection.execute(statements["state"], {**keys, "key": idempotency_key}).first()
-        if state is None:
-            raise NotFound("pair_id", f"no pair {pair_id}")
-        if state.key_label_id is not None:
-            earlier = connection.execute(statements["label"], {"label_id": state.key_label_id}).one()
-            if earlier.pair_id != pair_id or earlier.choice != choice:
-                raise Conflict("idempotency_key", "already used for a different label")
-            return Label(**earlier._mapping), False
-        if state.labeled_id is not None:
-            raise Conflict("pair_id", "this rater already labeled the pair")
-        if state.lease_id is None:
-            raise Conflict("pair_id", "the rater does not hold a lease on this pair")
-        now = utcnow()
-        if as_utc(state.lease_expires_at) <= now:
-            # Late but harmless if nobody else took the place meanwhile.
-            others = connection.scalar(statements["others_live"], {**keys, "now": now}) or 0
-            if state.status != "pending" or state.labels_count + others >= state.labels_wanted:
-                raise Conflict("pair_id", "the lease expired and the pair went to another rater")
-        values = {
-            "experiment_id": state.experiment_id,
-            "pair_id": pair_id,
-            "rater_id": rater_id,
-            "choice": choice,
-            "response_time_ms": response_time_ms,
-            "idempotency_key": idempotency_key,
-            "created_at": now,
-        }
-        first, *rest = statements["store"]
-        ids = {"lease_id": state.lease_id, "pair_id": pair_id}
-        label_id = connection.execute(first, {**{f"new_{k}": v for k, v in values.items()}, **ids}).scalar_one()
-        for statement in rest:
-            connection.execute(statement, ids)
-    return Label(id=label_id, **values), True
+    """label_in for synchronous callers (the worker's synthetic teacher), in a transaction of its own."""
+    return transact_in_session(
+        session,
+        label_in,
+        rater_id=rater_id,
+        pair_id=pair_id,
+        choice=choice,
+        response_time_ms=response_time_ms,
+        idempotency_key=idempotency_key,
+    )
 
 
 def _count_label(session: Session, *, pair: Pair, delta: int) -> None:
@@ -185,7 +195,7 @@ def undo_last_label(
     """Delete the rater's latest label in the experiment and lease its pair back to them."""
     with write_transaction(session):
         # Locked like lease_pair does, so that a revocation in flight releases the lease made here too.
-        if not session.scalar(select(Rater.active).where(Rater.id == rater_id).with_for_update()):
+        if not session.scalar(select(Rater.active).where(Rater.id == rater_id).with_for_update(key_share=True)):
             raise Forbidden("authorization", "the rater's token was revoked")
         label = session.scalar(
             select(Label)

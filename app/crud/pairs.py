@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 
 from app.crud.common import LEFT_SEGMENT, RIGHT_SEGMENT, as_utc, get_or_not_found, join_pair_segments
 from app.crud.experiments import get_experiment
-from app.db import is_sqlite, write_transaction
+from app.db import transact_in_session, write_transaction
+from app.driver import Prepared, Transaction
 from app.errors import Forbidden, Invalid, NotFound
 from app.models import (
     Label,
@@ -117,7 +118,7 @@ def _upsert(postgres: bool) -> Any:
 
 
 @functools.cache
-def _lease_statements(postgres: bool, excluding: bool) -> dict[str, Any]:
+def _lease_statements(postgres: bool, excluding: bool) -> dict[str, Prepared]:
     now = bindparam("now", type_=Lease.expires_at.type)
     rater_id = bindparam("rater_id", type_=Integer())
     pair_id = bindparam("pair_id", type_=Integer())
@@ -133,7 +134,9 @@ def _lease_statements(postgres: bool, excluding: bool) -> dict[str, Any]:
     # holds under concurrency); a revoked rater leases nothing, even while an auth cache still knows the token.
     rater = select(Rater.active).where(Rater.id == rater_id)
     if postgres:
-        rater = rater.with_for_update()
+        # FOR NO KEY UPDATE: a plain FOR UPDATE would also block the foreign-key checks of the rater's own label
+        # inserts, and a label waiting on this row while holding its pair's lock deadlocked with leases.
+        rater = rater.with_for_update(key_share=True)
     # The pair to lease, in one statement after the lock (on PostgreSQL it then sees the leases of the rater's
     # calls that held the lock before): the oldest pair the rater holds that the caller does not show, for a
     # new term; else, while the rater holds fewer than the cap, the best candidate.
@@ -204,11 +207,14 @@ def _lease_statements(postgres: bool, excluding: bool) -> dict[str, Any]:
         index_elements=["pair_id", "rater_id"],
         set_={"created_at": insert_lease.excluded.created_at, "expires_at": insert_lease.excluded.expires_at},
     ).returning(Lease.id)
-    return {"rater": rater, "pick": pick, "renew": renew, "insert": insert_lease}
+    return {
+        name: Prepared(statement)
+        for name, statement in (("rater", rater), ("pick", pick), ("renew", renew), ("insert", insert_lease))
+    }
 
 
-def lease_pair(
-    session: Session,
+async def lease_in(
+    transaction: Transaction,
     *,
     experiment_id: int,
     rater_id: int,
@@ -216,7 +222,8 @@ def lease_pair(
     max_held: int | None = None,
     exclude_pair_ids: Collection[int] = (),
 ) -> LeaseInfo | None:
-    """The rater's next pair: one they hold already, else a new lease; None when nothing is waiting.
+    """The rater's next pair: one they hold already, else a new lease; None when nothing is waiting (run it with
+    DatabaseRunner.transact, or lease_pair).
 
     A pair the rater holds (a live lease on a pending pair) comes first, oldest first, for a new lease term,
     unless it is in `exclude_pair_ids` (the pairs the caller shows already). Otherwise, while
@@ -230,58 +237,77 @@ def lease_pair(
     Raises:
         NotFound: no rater `rater_id`. Forbidden: the rater was revoked.
     """
-    postgres = not is_sqlite(session)
-    with write_transaction(session):
-        connection = session.connection()  # Core execution: skips the ORM's per-statement bookkeeping
-        now = utcnow()
-        expires_at = now + timedelta(seconds=lease_seconds)
-        params: dict[str, Any] = {
-            "experiment_id": experiment_id,
-            "rater_id": rater_id,
-            "now": now,
-            "expires_at": expires_at,
-            "exclude": list(exclude_pair_ids),
-            "max_held": INT32_MAX if max_held is None else max_held,
-        }
-        active = connection.execute(_lease_statements(postgres, False)["rater"], params).scalar()
-        if active is None:
-            raise NotFound("rater_id", f"no rater {rater_id}")
-        if not active:
-            raise Forbidden("authorization", "the rater's token was revoked")
-        rejected: list[int] = []
-        for _attempt in range(20):
-            statements = _lease_statements(postgres, bool(rejected))
-            pair = connection.execute(statements["pick"], {**params, "rejected": rejected}).first()
-            if pair is None:
-                return None
-            lease_id = pair.lease_id
-            if lease_id is not None:
-                connection.execute(statements["renew"], {**params, "lease_id": lease_id})
-            else:
-                lease_id = connection.execute(
-                    statements["insert"],
-                    {
-                        **params,
-                        "pair_id": pair.id,
-                        "labels_count": pair.labels_count,
-                        "labels_wanted": pair.labels_wanted,
-                    },
-                ).scalar()
-                if lease_id is None:  # filled up between the candidate query and the lock
-                    rejected.append(pair.id)
-                    continue
-            return LeaseInfo(
-                lease_id=lease_id,
-                pair_id=pair.id,
-                experiment_id=experiment_id,
-                rater_id=rater_id,
-                expires_at=as_utc(expires_at),
-                left_segment_id=pair.left_segment_id,
-                right_segment_id=pair.right_segment_id,
-                left_clip_status=pair.left_clip_status,
-                right_clip_status=pair.right_clip_status,
+    postgres = transaction.dialect.name == "postgresql"
+    now = utcnow()
+    expires_at = now + timedelta(seconds=lease_seconds)
+    params: dict[str, Any] = {
+        "experiment_id": experiment_id,
+        "rater_id": rater_id,
+        "now": now,
+        "expires_at": expires_at,
+        "exclude": list(exclude_pair_ids),
+        "max_held": INT32_MAX if max_held is None else max_held,
+    }
+    active = await _lease_statements(postgres, False)["rater"].scalar(transaction, params)
+    if active is None:
+        raise NotFound("rater_id", f"no rater {rater_id}")
+    if not active:
+        raise Forbidden("authorization", "the rater's token was revoked")
+    rejected: list[int] = []
+    for _attempt in range(20):
+        statements = _lease_statements(postgres, bool(rejected))
+        pair = await statements["pick"].first(transaction, {**params, "rejected": rejected})
+        if pair is None:
+            return None
+        lease_id = pair.lease_id
+        if lease_id is not None:
+            await statements["renew"].run(transaction, {**params, "lease_id": lease_id})
+        else:
+            lease_id = await statements["insert"].scalar(
+                transaction,
+                {
+                    **params,
+                    "pair_id": pair.id,
+                    "labels_count": pair.labels_count,
+                    "labels_wanted": pair.labels_wanted,
+                },
             )
-        return None
+            if lease_id is None:  # filled up between the candidate query and the lock
+                rejected.append(pair.id)
+                continue
+        return LeaseInfo(
+            lease_id=lease_id,
+            pair_id=pair.id,
+            experiment_id=experiment_id,
+            rater_id=rater_id,
+            expires_at=as_utc(expires_at),
+            left_segment_id=pair.left_segment_id,
+            right_segment_id=pair.right_segment_id,
+            left_clip_status=pair.left_clip_status,
+            right_clip_status=pair.right_clip_status,
+        )
+    return None
+
+
+def lease_pair(
+    session: Session,
+    *,
+    experiment_id: int,
+    rater_id: int,
+    lease_seconds: float,
+    max_held: int | None = None,
+    exclude_pair_ids: Collection[int] = (),
+) -> LeaseInfo | None:
+    """lease_in for synchronous callers (the worker's synthetic teacher), in a transaction of its own."""
+    return transact_in_session(
+        session,
+        lease_in,
+        experiment_id=experiment_id,
+        rater_id=rater_id,
+        lease_seconds=lease_seconds,
+        max_held=max_held,
+        exclude_pair_ids=exclude_pair_ids,
+    )
 
 
 def release_lease_terms(session: Session, *, rater_id: int, terms: Mapping[int, datetime]) -> int:

@@ -13,6 +13,7 @@ from helpers import ADMIN_TOKEN, build_world
 from sqlalchemy import create_engine, text
 
 import app.db
+from app.driver import Transaction
 from app.main import create_app
 from app.settings import Settings
 
@@ -58,11 +59,30 @@ def test_idle_connection_cut_by_the_database_is_replaced(
         application.state.engine.dispose()
 
 
+def test_a_hot_path_connection_cut_by_the_database_is_replaced(
+    postgres_url: str, tmp_path, rng: np.random.Generator
+) -> None:
+    """The lease and label paths' own asynchronous connections (app.driver.AsyncPool) need no ping: cut while
+    idle, the one connection is seen closed and replaced, and the next lease succeeds."""
+    settings = Settings(database_url=postgres_url, data_dir=tmp_path, admin_token=ADMIN_TOKEN, db_pool_size=1)
+    application = create_app(settings)
+    try:
+        with TestClient(application, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
+            world = build_world(client, rng, pairs=4, raters=1, name="cut")
+            url = f"/api/v1/experiments/{world.experiment_id}/leases"
+            for _ in range(3):
+                assert client.post(url, headers=world.rater_headers()).status_code in (200, 204)
+                assert _cut_connections(postgres_url) >= 1
+                time.sleep(0.2)  # the backend exits after pg_terminate_backend returns
+    finally:
+        application.state.engine.dispose()
+
+
 def test_a_request_waiting_for_postgres_holds_up_no_other_request(
     postgres_url: str, tmp_path, rng: np.random.Generator
 ) -> None:
     """A lease waits for a row lock another connection holds; meanwhile /healthz and another rater's lease
-    answer: the lease waits on the database runner's thread, not on the event loop."""
+    answer: the lease waits on its own asynchronous connection, not on the event loop."""
     application = create_app(Settings(database_url=postgres_url, data_dir=tmp_path, admin_token=ADMIN_TOKEN))
     blocker_engine = create_engine(postgres_url)
     try:
@@ -114,6 +134,11 @@ def _wait_for_a_lock_wait(url: str) -> None:
     raise AssertionError("no request waits for the lock")
 
 
+async def _prepared_statements(transaction: Transaction) -> list[str]:
+    rows = await transaction.execute("SELECT statement FROM pg_prepared_statements", ())
+    return [statement for (statement,) in rows]
+
+
 def test_the_lease_and_label_statements_are_prepared(postgres_url: str, tmp_path, rng: np.random.Generator) -> None:
     """psycopg prepares a statement on a connection after a few runs (prepare_threshold): the hot path's are."""
     settings = Settings(database_url=postgres_url, data_dir=tmp_path, admin_token=ADMIN_TOKEN, db_pool_size=1)
@@ -125,8 +150,9 @@ def test_the_lease_and_label_statements_are_prepared(postgres_url: str, tmp_path
                 lease = client.post(f"/api/v1/experiments/{world.experiment_id}/leases", headers=world.rater_headers())
                 body = {"pair_id": lease.json()["pair_id"], "choice": "left"}
                 assert client.post("/api/v1/labels", json=body, headers=world.rater_headers()).status_code == 201
-            with application.state.session_factory() as session:  # the pool's one connection
-                prepared = session.scalars(text("SELECT statement FROM pg_prepared_statements")).all()
+            # On the hot paths' pool (one connection), in the loop that serves the client's requests.
+            assert client.portal is not None
+            prepared = client.portal.call(application.state.database.transact, _prepared_statements)
         assert any("SKIP LOCKED" in statement for statement in prepared)  # the lease's pick
         assert any("INSERT INTO labels" in statement for statement in prepared)  # the label's store
     finally:
