@@ -76,13 +76,14 @@ async def get_database(request: Request) -> DatabaseRunner:
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:
-    """A session per request; it opens a connection only when first used (in the endpoint's thread)."""
+    """A session per request of a sync route; it opens a connection only when first used (in the endpoint's
+    thread). `async def` routes use none: the database runner opens sessions of its own."""
     factory: sessionmaker[Session] = request.app.state.session_factory
     session = factory()
     try:
         yield session
     finally:
-        if session.in_transaction():  # a sync route's (the database runner closes the sessions it used)
+        if session.in_transaction():
             await run_in_threadpool(session.close)  # returning the connection may talk to the database
         else:
             session.close()
