@@ -18,7 +18,9 @@ from app.driver import (
     POSTGRES_SETTINGS,
     AsyncPool,
     QueryFunction,
+    Transaction,
     add_writer_lock,
+    run_to_end,
     transact_blocking,
     writer_lock,
 )
@@ -145,6 +147,16 @@ def transact_in_session(
     engine = session.get_bind()
     assert isinstance(engine, Engine)
     return transact_blocking(engine, function, *args, **kwargs)
+
+
+def read_in_session(
+    session: Session, function: QueryFunction[Params, Result], /, *args: Params.args, **kwargs: Params.kwargs
+) -> Result:
+    """A driver query function that only reads, in the session's own transaction (left open, as a query leaves
+    it), for synchronous callers."""
+    connection = session.connection()
+    transaction = Transaction(connection.dialect, connection.connection.cursor())
+    return run_to_end(function(transaction, *args, **kwargs))
 
 
 def ping(session: Session) -> None:

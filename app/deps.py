@@ -159,7 +159,7 @@ async def authenticate(
     principal = cached_principal(request, token)
     if principal is None:
         database: DatabaseRunner = request.app.state.database
-        principal = _remember_rater(request, token, await database.run(crud.rater_id_for_token, token=token))
+        principal = _remember_rater(request, token, await database.transact(crud.rater_for_token_in, token=token))
     if principal is None:
         record_failed_auth(request)
         raise HTTPException(
@@ -261,9 +261,14 @@ class RaterCall:
 
     async def require_access(self, experiment_id: int) -> None:
         """check_experiment_access with the auth cache: a database read only on a miss."""
-        if not self.auth_cache.get(("invited", self.rater_id, experiment_id)):
+        key = ("invited", self.rater_id, experiment_id)
+        if self.auth_cache.get(key):
+            return
+        if await self.database.transact(crud.invited_in, experiment_id=experiment_id, rater_id=self.rater_id):
+            self.auth_cache.put(key, True)
+        else:  # 404 or 403, and why
             principal = Principal(is_admin=False, rater_id=self.rater_id)
-            await self.database.run(check_experiment_access, principal, experiment_id, self.auth_cache)
+            await self.database.run(check_experiment_access, principal, experiment_id)
 
 
 async def get_rater_call(request: Request, credentials: CredentialsDep) -> RaterCall:

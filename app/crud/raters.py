@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from app.crud.common import hash_token, new_token
 from app.crud.experiments import get_experiment
-from app.db import write_transaction
+from app.db import read_in_session, write_transaction
+from app.driver import Prepared, Transaction
 from app.errors import NotFound
 from app.models import (
     AppSecret,
@@ -68,14 +69,35 @@ def rater_for_token(session: Session, *, token: str) -> Rater | None:
     return session.scalar(select(Rater).where(Rater.token_hash == hash_token(token), Rater.active.is_(True)))
 
 
+# The two reads of a rater request whose answers the auth cache keeps: on the driver (app.driver), so a cache miss
+# on a hot path runs on the event loop too (on a thread it held the event loop off for milliseconds at a time).
+_RATER_FOR_TOKEN = Prepared(
+    select(Rater.id).where(Rater.token_hash == bindparam("token_hash"), Rater.active.is_(True))
+)
+_INVITED = Prepared(
+    select(RaterExperiment.rater_id).where(
+        RaterExperiment.rater_id == bindparam("rater_id"), RaterExperiment.experiment_id == bindparam("experiment_id")
+    )
+)
+
+
+async def rater_for_token_in(transaction: Transaction, *, token: str) -> int | None:
+    """The id of the active rater a bearer token belongs to, or None."""
+    return await _RATER_FOR_TOKEN.scalar(transaction, {"token_hash": hash_token(token)})  # type: ignore[no-any-return]
+
+
+async def invited_in(transaction: Transaction, *, experiment_id: int, rater_id: int) -> bool:
+    return await _INVITED.scalar(transaction, {"rater_id": rater_id, "experiment_id": experiment_id}) is not None
+
+
 def rater_id_for_token(session: Session, *, token: str) -> int | None:
-    """The id of the active rater a bearer token belongs to, or None (no ORM object: nothing to expire)."""
-    query = select(Rater.id).where(Rater.token_hash == hash_token(token), Rater.active.is_(True))
-    return session.scalar(query)
+    """rater_for_token_in on the session's connection."""
+    return read_in_session(session, rater_for_token_in, token=token)
 
 
 def is_invited(session: Session, *, experiment_id: int, rater_id: int) -> bool:
-    return session.get(RaterExperiment, (rater_id, experiment_id)) is not None
+    """invited_in on the session's connection."""
+    return read_in_session(session, invited_in, experiment_id=experiment_id, rater_id=rater_id)
 
 
 def rater_experiment_ids(session: Session, *, rater_id: int) -> list[int]:
