@@ -119,6 +119,36 @@ def test_a_request_waiting_for_postgres_holds_up_no_other_request(
         blocker_engine.dispose()
 
 
+def test_a_lease_does_not_wait_for_its_raters_label_insert(
+    postgres_url: str, tmp_path, rng: np.random.Generator
+) -> None:
+    """A label insert's foreign-key check holds FOR KEY SHARE on the rater's row until it commits; the lease's lock
+    on that row (FOR NO KEY UPDATE) does not wait for it. A plain FOR UPDATE did, and a label that waited for the
+    pair a lease held deadlocked with it."""
+    application = create_app(Settings(database_url=postgres_url, data_dir=tmp_path, admin_token=ADMIN_TOKEN))
+    blocker_engine = create_engine(postgres_url)
+    try:
+        with TestClient(application, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
+            world = build_world(client, rng, pairs=3, raters=1, name="key-share")
+            url = f"/api/v1/experiments/{world.experiment_id}/leases"
+            with blocker_engine.connect() as blocker:
+                blocker.execute(text("SELECT id FROM raters WHERE id = :id FOR KEY SHARE"), {"id": world.rater_ids[0]})
+                answers: list[int] = []
+                thread = threading.Thread(
+                    target=lambda: answers.append(client.post(url, headers=world.rater_headers()).status_code),
+                    daemon=True,
+                )
+                thread.start()
+                thread.join(timeout=10)
+                answered_while_held = list(answers)
+                blocker.rollback()
+            thread.join(timeout=10)
+            assert answered_while_held == [200]
+    finally:
+        application.state.engine.dispose()
+        blocker_engine.dispose()
+
+
 def _wait_for_a_lock_wait(url: str) -> None:
     # Autocommit: every look is a transaction of its own, and sees pg_stat_activity anew.
     engine = create_engine(url, isolation_level="AUTOCOMMIT")
