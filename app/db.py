@@ -20,6 +20,7 @@ from app.driver import (
     QueryFunction,
     Transaction,
     add_writer_lock,
+    run_blocking,
     run_to_end,
     transact_blocking,
     writer_lock,
@@ -149,6 +150,17 @@ def transact_in_session(
     return transact_blocking(engine, function, *args, **kwargs)
 
 
+def blocking_twin(function: QueryFunction[Params, Result]) -> Callable[Concatenate[Session, Params], Result]:
+    """`function`'s twin for synchronous callers (the worker's synthetic teacher): the same arguments after a
+    session instead of the transaction, run in a transaction of its own (transact_in_session)."""
+
+    def twin(session: Session, /, *args: Params.args, **kwargs: Params.kwargs) -> Result:
+        return transact_in_session(session, function, *args, **kwargs)
+
+    twin.__doc__ = f"{function.__name__} for synchronous callers, in a transaction of its own (app.db.blocking_twin)."
+    return twin
+
+
 def read_in_session(
     session: Session, function: QueryFunction[Params, Result], /, *args: Params.args, **kwargs: Params.kwargs
 ) -> Result:
@@ -198,18 +210,31 @@ class DatabaseRunner:
     ) -> Result:
         """`function(session, *args, **kwargs)` in a session of its own, awaited; the session is closed afterwards."""
         call = functools.partial(_call_in_session, self._session_factory, function, *args, **kwargs)
-        if self._executor is None:
-            return call()
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        return await self._off_loop(call)
 
     async def transact(
         self, function: QueryFunction[Params, Result], /, *args: Params.args, **kwargs: Params.kwargs
     ) -> Result:
-        """`function(transaction, *args, **kwargs)` in a transaction on the driver (see app.driver), awaited."""
+        """`function(transaction, *args, **kwargs)` in a write transaction on the driver (see app.driver), awaited."""
+        return await self._on_driver(function, args, kwargs, write=True)
+
+    async def read(
+        self, function: QueryFunction[Params, Result], /, *args: Params.args, **kwargs: Params.kwargs
+    ) -> Result:
+        """As transact, for a function that only reads (app.driver.run_blocking: no writer lock on SQLite)."""
+        return await self._on_driver(function, args, kwargs, write=False)
+
+    async def _on_driver(
+        self, function: QueryFunction[..., Result], args: Any, kwargs: Any, *, write: bool
+    ) -> Result:
         pool = self._async_pool
         if pool is not None and pool.serves_running_loop():
-            return await pool.transact(function, *args, **kwargs)
-        call = functools.partial(transact_blocking, self._engine, function, *args, **kwargs)
+            return await pool.run(function, args, kwargs, write=write)
+        call = functools.partial(run_blocking, self._engine, function, args, kwargs, write=write)
+        return await self._off_loop(call)
+
+    async def _off_loop(self, call: Callable[[], Result]) -> Result:
+        """`call()` inline on SQLite, on the runner's thread pool on PostgreSQL."""
         if self._executor is None:
             return call()
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)

@@ -159,7 +159,7 @@ async def authenticate(
     principal = cached_principal(request, token)
     if principal is None:
         database: DatabaseRunner = request.app.state.database
-        principal = _remember_rater(request, token, await database.transact(crud.rater_for_token_in, token=token))
+        principal = _remember_rater(request, token, await database.read(crud.rater_for_token_in, token=token))
     if principal is None:
         record_failed_auth(request)
         raise HTTPException(
@@ -264,7 +264,7 @@ class RaterCall:
         key = ("invited", self.rater_id, experiment_id)
         if self.auth_cache.get(key):
             return
-        if await self.database.transact(crud.invited_in, experiment_id=experiment_id, rater_id=self.rater_id):
+        if await self.database.read(crud.invited_in, experiment_id=experiment_id, rater_id=self.rater_id):
             self.auth_cache.put(key, True)
         else:  # 404 or 403, and why
             principal = Principal(is_admin=False, rater_id=self.rater_id)
@@ -281,20 +281,12 @@ async def get_rater_call(request: Request, credentials: CredentialsDep) -> Rater
 RaterCallDep = Annotated[RaterCall, Depends(get_rater_call)]
 
 
-def check_experiment_access(
-    session: Session, principal: Principal, experiment_id: int, cache: TtlCache | None = None
-) -> None:
+def check_experiment_access(session: Session, principal: Principal, experiment_id: int) -> None:
     """Admins see every experiment; a rater only those invited to (403), unknown ids are 404."""
     if principal.is_admin:
         crud.get_experiment(session, experiment_id=experiment_id)
         return
     assert principal.rater_id is not None
-    key = ("invited", principal.rater_id, experiment_id)
-    if cache is not None and cache.get(key):
-        return
-    if crud.is_invited(session, rater_id=principal.rater_id, experiment_id=experiment_id):
-        if cache is not None:
-            cache.put(key, True)
-    else:
+    if not crud.is_invited(session, rater_id=principal.rater_id, experiment_id=experiment_id):
         crud.get_experiment(session, experiment_id=experiment_id)  # unknown id: 404; known but not invited: 403
         raise HTTPException(status.HTTP_403_FORBIDDEN, "experiment_id: the rater is not invited to this experiment")

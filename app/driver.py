@@ -73,7 +73,7 @@ class Prepared:
 
     def __init__(self, statement: Executable) -> None:
         self.statement = statement
-        self._compiled: dict[tuple[str, str], Any] = {}  # by dialect and driver
+        self._compiled: dict[tuple[str, str], tuple[Any, list[str]]] = {}  # by dialect and driver: expanding names
         self._forms: dict[tuple[str, str, tuple[int, ...]], _Form] = {}
 
     async def rows(self, transaction: Transaction, params: Mapping[str, Any]) -> list[Any]:
@@ -105,10 +105,10 @@ class Prepared:
 
     def _form(self, dialect: Dialect, params: Mapping[str, Any]) -> _Form:
         driver = (dialect.name, dialect.driver)
-        compiled = self._compiled.get(driver)
-        if compiled is None:
-            compiled = self._compiled[driver] = self.statement.compile(dialect=dialect)  # type: ignore[attr-defined]
-        expanding = sorted(name for name, bind in compiled.binds.items() if bind.expanding)
+        if driver not in self._compiled:
+            compiled = self.statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+            self._compiled[driver] = compiled, sorted(name for name, bind in compiled.binds.items() if bind.expanding)
+        compiled, expanding = self._compiled[driver]
         key = (*driver, tuple(len(params[name]) for name in expanding))
         form = self._forms.get(key)
         if form is None:
@@ -197,21 +197,31 @@ def transact_blocking(
     """`function(transaction, ...)` in a read-then-write transaction on a pooled connection, committed at the end.
 
     Like app.db.write_transaction: on SQLite it starts with BEGIN IMMEDIATE behind this process's lock for
-    the database's writers; on PostgreSQL the statements lock rows themselves. Run once more in a new
-    transaction when the first raised IntegrityError: a concurrent request committed between its checks and
-    its write, and asked again the checks see that request's rows.
+    the database's writers; on PostgreSQL the statements lock rows themselves.
+    """
+    return run_blocking(engine, function, args, kwargs, write=True)
+
+
+def run_blocking(
+    engine: Engine, function: QueryFunction[..., Result], args: Any, kwargs: Any, *, write: bool
+) -> Result:
+    """transact_blocking, or with `write` False a function that only reads: then no writer lock and no BEGIN
+    IMMEDIATE on SQLite, so it never waits behind a writer (WAL readers don't).
+
+    Run once more in a new transaction when the first raised IntegrityError: a concurrent request committed
+    between its checks and its write, and asked again the checks see that request's rows.
     """
     try:
-        return _transact_blocking_once(engine, function, *args, **kwargs)
+        return _run_blocking_once(engine, function, args, kwargs, write)
     except IntegrityError:
-        return _transact_blocking_once(engine, function, *args, **kwargs)
+        return _run_blocking_once(engine, function, args, kwargs, write)
 
 
-def _transact_blocking_once(
-    engine: Engine, function: QueryFunction[Params, Result], *args: Any, **kwargs: Any
+def _run_blocking_once(
+    engine: Engine, function: QueryFunction[..., Result], args: Any, kwargs: Any, write: bool
 ) -> Result:
     dialect = engine.dialect
-    lock = writer_lock(engine)
+    lock = writer_lock(engine) if write else None
     connection = engine.raw_connection()  # checked out of the pool (an idle one is pinged first)
     try:
         with lock if lock is not None else nullcontext():
@@ -258,8 +268,8 @@ class AsyncPool:
     asyncpg rather than psycopg's async connections: a three-statement transaction cost 0.31 ms of CPU against
     0.50 ms, 50 at a time (measured here), and the hot paths' statements are SQLAlchemy's, compiled for it.
     The app's lifespan opens a pool in the loop that serves its requests and closes it at the end (a test that
-    runs two clients of one app has two loops, and a pool serves only the loop it was opened in); `transact`
-    runs a query function in a transaction on one of the running loop's connections. No ping before use, unlike
+    runs two clients of one app has two loops, and a pool serves only the loop it was opened in); `run` runs a
+    query function on one of the running loop's connections. No ping before use, unlike
     the engine's pool (app.db): the event loop reads every idle connection's socket, so asyncpg sees one the
     database cut as closed, and the pool opens a fresh one in its place.
     """
@@ -292,21 +302,20 @@ class AsyncPool:
         if pool is not None:
             await pool.close()
 
-    async def transact(
-        self, function: QueryFunction[Params, Result], /, *args: Params.args, **kwargs: Params.kwargs
-    ) -> Result:
-        """As transact_blocking, on an asynchronous connection of the running loop's pool (the statements lock
-        rows themselves; one more try after an IntegrityError)."""
+    async def run(self, function: QueryFunction[..., Result], args: Any, kwargs: Any, *, write: bool) -> Result:
+        """As run_blocking, on an asynchronous connection of the running loop's pool: with `write`, in a
+        transaction (the statements lock rows themselves; one more try after an IntegrityError); without, each
+        statement on its own (no BEGIN and COMMIT round trips)."""
         try:
-            return await self._transact_once(function, *args, **kwargs)
+            return await self._run_once(function, args, kwargs, write)
         except IntegrityError:
-            return await self._transact_once(function, *args, **kwargs)
+            return await self._run_once(function, args, kwargs, write)
 
-    async def _transact_once(self, function: QueryFunction[Params, Result], *args: Any, **kwargs: Any) -> Result:
+    async def _run_once(self, function: QueryFunction[..., Result], args: Any, kwargs: Any, write: bool) -> Result:
         pool = self._pools[asyncio.get_running_loop()]
         connection = await pool.acquire()
         try:
-            async with connection.transaction():
+            async with connection.transaction() if write else nullcontext():
                 return await function(AsyncTransaction(self.dialect, connection), *args, **kwargs)
         except asyncpg.IntegrityConstraintViolationError as error:
             raise IntegrityError(None, None, error) from error

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from app.crud.common import as_utc, hash_token, new_token
 from app.crud.experiments import get_experiment
 from app.crud.pairs import LeaseInfo
-from app.db import is_sqlite, transact_in_session, write_transaction
+from app.db import blocking_twin, is_sqlite, write_transaction
 from app.driver import Prepared, Transaction
 from app.errors import Conflict, Forbidden, Invalid, NotFound
 from app.models import (
@@ -162,25 +162,7 @@ async def label_in(
     return Label(id=label_id, **values), True
 
 
-def submit_label(
-    session: Session,
-    *,
-    rater_id: int,
-    pair_id: int,
-    choice: str,
-    response_time_ms: int | None = None,
-    idempotency_key: str | None = None,
-) -> tuple[Label, bool]:
-    """label_in for synchronous callers (the worker's synthetic teacher), in a transaction of its own."""
-    return transact_in_session(
-        session,
-        label_in,
-        rater_id=rater_id,
-        pair_id=pair_id,
-        choice=choice,
-        response_time_ms=response_time_ms,
-        idempotency_key=idempotency_key,
-    )
+submit_label = blocking_twin(label_in)
 
 
 def _count_label(session: Session, *, pair: Pair, delta: int) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from app.crud.common import LEFT_SEGMENT, RIGHT_SEGMENT, as_utc, get_or_not_found, join_pair_segments
 from app.crud.experiments import get_experiment
-from app.db import transact_in_session, write_transaction
+from app.db import blocking_twin, write_transaction
 from app.driver import Prepared, Transaction
 from app.errors import Forbidden, Invalid, NotFound
 from app.models import (
@@ -289,25 +289,7 @@ async def lease_in(
     return None
 
 
-def lease_pair(
-    session: Session,
-    *,
-    experiment_id: int,
-    rater_id: int,
-    lease_seconds: float,
-    max_held: int | None = None,
-    exclude_pair_ids: Collection[int] = (),
-) -> LeaseInfo | None:
-    """lease_in for synchronous callers (the worker's synthetic teacher), in a transaction of its own."""
-    return transact_in_session(
-        session,
-        lease_in,
-        experiment_id=experiment_id,
-        rater_id=rater_id,
-        lease_seconds=lease_seconds,
-        max_held=max_held,
-        exclude_pair_ids=exclude_pair_ids,
-    )
+lease_pair = blocking_twin(lease_in)
 
 
 def release_lease_terms(session: Session, *, rater_id: int, terms: Mapping[int, datetime]) -> int:

@@ -94,19 +94,14 @@ def test_a_request_waiting_for_postgres_holds_up_no_other_request(
                 assert lease.status_code == 200, lease.text
             answers: dict[str, int] = {}
 
-            def ask(name: str, method: str, path: str, headers: dict[str, str]) -> threading.Thread:
-                def call() -> None:
-                    answers[name] = client.request(method, path, headers=headers).status_code
-
-                thread = threading.Thread(target=call, daemon=True)
-                thread.start()
-                return thread
-
             with blocker_engine.connect() as blocker:
                 blocker.execute(text("SELECT id FROM raters WHERE id = :id FOR UPDATE"), {"id": world.rater_ids[0]})
-                stuck = ask("stuck", "POST", url, world.rater_headers(0))
+                stuck = _ask_in_thread(client, answers, "stuck", "POST", url, world.rater_headers(0))
                 _wait_for_a_lock_wait(postgres_url)
-                others = [ask("health", "GET", "/healthz", {}), ask("other", "POST", url, world.rater_headers(1))]
+                others = [
+                    _ask_in_thread(client, answers, "health", "GET", "/healthz", {}),
+                    _ask_in_thread(client, answers, "other", "POST", url, world.rater_headers(1)),
+                ]
                 for thread in others:
                     thread.join(timeout=10)
                 answered_while_stuck = dict(answers)
@@ -133,20 +128,29 @@ def test_a_lease_does_not_wait_for_its_raters_label_insert(
             url = f"/api/v1/experiments/{world.experiment_id}/leases"
             with blocker_engine.connect() as blocker:
                 blocker.execute(text("SELECT id FROM raters WHERE id = :id FOR KEY SHARE"), {"id": world.rater_ids[0]})
-                answers: list[int] = []
-                thread = threading.Thread(
-                    target=lambda: answers.append(client.post(url, headers=world.rater_headers()).status_code),
-                    daemon=True,
-                )
-                thread.start()
+                answers: dict[str, int] = {}
+                thread = _ask_in_thread(client, answers, "lease", "POST", url, world.rater_headers())
                 thread.join(timeout=10)
-                answered_while_held = list(answers)
+                answered_while_held = dict(answers)
                 blocker.rollback()
             thread.join(timeout=10)
-            assert answered_while_held == [200]
+            assert answered_while_held == {"lease": 200}
     finally:
         application.state.engine.dispose()
         blocker_engine.dispose()
+
+
+def _ask_in_thread(
+    client: TestClient, answers: dict[str, int], name: str, method: str, path: str, headers: dict[str, str]
+) -> threading.Thread:
+    """Send a request from a thread of its own; its status lands in `answers[name]` once it is answered."""
+
+    def call() -> None:
+        answers[name] = client.request(method, path, headers=headers).status_code
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    return thread
 
 
 def _wait_for_a_lock_wait(url: str) -> None:
@@ -170,7 +174,7 @@ async def _prepared_statements(transaction: Transaction) -> list[str]:
 
 
 def test_the_lease_and_label_statements_are_prepared(postgres_url: str, tmp_path, rng: np.random.Generator) -> None:
-    """psycopg prepares a statement on a connection after a few runs (prepare_threshold): the hot path's are."""
+    """The hot paths' statements are prepared on their connection (asyncpg prepares and caches each one)."""
     settings = Settings(database_url=postgres_url, data_dir=tmp_path, admin_token=ADMIN_TOKEN, db_pool_size=1)
     application = create_app(settings)
     try:
@@ -182,7 +186,7 @@ def test_the_lease_and_label_statements_are_prepared(postgres_url: str, tmp_path
                 assert client.post("/api/v1/labels", json=body, headers=world.rater_headers()).status_code == 201
             # On the hot paths' pool (one connection), in the loop that serves the client's requests.
             assert client.portal is not None
-            prepared = client.portal.call(application.state.database.transact, _prepared_statements)
+            prepared = client.portal.call(application.state.database.read, _prepared_statements)
         assert any("SKIP LOCKED" in statement for statement in prepared)  # the lease's pick
         assert any("INSERT INTO labels" in statement for statement in prepared)  # the label's store
     finally:
