@@ -5,15 +5,16 @@ The envs (none has an entry) and the label budget of each:
   MountainCarContinuous-v0    200 labels   rl-zoo3's PPO: 88.3 at 20k steps
   LunarLander-v3            1,000 labels   rl-zoo3's PPO: 242.1 at 1M steps (LunarLander-v2)
   InvertedDoublePendulum-v5   700 labels   (the `mujoco` extra; rl-zoo3 publishes no PPO return for it)
-  examples.orbit:Orbit        700 labels   our own task (examples/orbit.py)
+  examples.orbit:Orbit      1,400 labels   our own task (examples/orbit.py)
 
-Per env and seed: the final true return of true-reward PPO and of preference learning (the perfect teacher),
-the share of true-reward PPO's improvement over a random policy that preference learning reached on that seed
-((pref - random) / (true - random)), its "equal" answers, and both wall times. Targets, per env on every seed:
-that share ≥ 0.8, and true-reward PPO at rl-zoo3's step count (its curve's evaluation nearest to it, one falls
-there; the final one when the run is shorter) at least rl-zoo3's return, where rl-zoo3 publishes one. The plot beside
-the results file has one axes per env: every seed's true return against env steps, both variants, the random
-policy and rl-zoo3's return.
+Per env and seed: the final true return of true-reward PPO, of preference learning (the perfect teacher) and of
+the control (the same loop with the random teacher: what exploration and chance reach without a signal in the
+labels), the share of true-reward PPO's improvement over a random policy that preference learning and the
+control reached on that seed ((pref - random) / (true - random)), the "equal" answers, and the wall times.
+Targets, per env on every seed: that share ≥ 0.8, and true-reward PPO at rl-zoo3's step count (its curve's
+evaluation nearest to it, one falls there; the final one when the run is shorter) at least rl-zoo3's return,
+where rl-zoo3 publishes one. The plot beside the results file has one axes per env: every seed's true return
+against env steps, every variant, the random policy and rl-zoo3's return.
 
 Every run is one process with one torch thread (OMP_NUM_THREADS=1); --jobs N runs N side by side. Finished runs
 are appended to the results file and reused by a later invocation (same env, variant, seed, labels, env steps
@@ -76,10 +77,12 @@ ENVS = {
         Env("MountainCarContinuous-v0", 200, 88.343, 20_000),
         Env("LunarLander-v3", 1000, 242.119, 1_000_000),
         Env("InvertedDoublePendulum-v5", 700),
-        Env("examples.orbit:Orbit", 700),
+        Env("examples.orbit:Orbit", 1400),
     )
 }
-VARIANTS = ("true", "pref")
+VARIANTS = ("true", "pref", "control")
+"""true-reward PPO; preference learning (the perfect teacher); the control: the same loop with the random teacher,
+whose labels carry no signal, so what it reaches is the exploration's and chance's doing, not the labels'."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,7 @@ class Job:
             labels=self.labels,
             seed=self.seed,
             true_reward=self.variant == "true",
+            teacher="random" if self.variant == "control" else "perfect",
             timesteps=self.timesteps,
             eval_episodes=self.eval_episodes,
             device="cpu",
@@ -144,37 +148,51 @@ def at_steps(row: dict, steps: int) -> float:
     return min(row["curve"], key=lambda point: abs(point[0] - steps))[1]
 
 
+def share(row: dict | None, true: dict | None, random: float | None) -> float | None:
+    """The row's part of true-reward PPO's improvement over the random policy (None when there is none to share)."""
+    if row and true and random is not None and true["return"] > random:
+        return (row["return"] - random) / (true["return"] - random)
+    return None
+
+
 def table(rows: dict[tuple, dict], jobs: list[Job], randoms: dict[str, float]) -> str:
     """A markdown table, one line per env and seed, and a summary line per env with its targets."""
     cells = by_cell(rows, jobs)
     lines = [
-        "| env | seed | steps | labels | random | true-reward PPO | preference | share | equal | wall s true/pref |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| env | seed | steps | labels | random | true-reward PPO | preference | share | control | control share | "
+        "equal | wall s true/pref |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     summaries = []
     for env_id, env in ENVS.items():
         true_rows, pref_rows = cells.get((env_id, "true"), {}), cells.get((env_id, "pref"), {})
+        control_rows = cells.get((env_id, "control"), {})
         seeds = sorted(set(true_rows) | set(pref_rows))
         if not seeds:
             continue
         random = randoms.get(env_id)
-        shares = {}
+        shares, control_shares = {}, {}
         for seed in seeds:
-            true, pref = true_rows.get(seed), pref_rows.get(seed)
-            if true and pref and random is not None and true["return"] > random:
-                shares[seed] = (pref["return"] - random) / (true["return"] - random)
+            true, pref, control = true_rows.get(seed), pref_rows.get(seed), control_rows.get(seed)
+            if (value := share(pref, true, random)) is not None:
+                shares[seed] = value
+            if (value := share(control, true, random)) is not None:
+                control_shares[seed] = value
             steps = (true or pref or {}).get("env_steps")
             equal = pref["choices"]["equal"] if pref else None
             walls = f"{fmt(true and true['wall_seconds'], '.0f')} / {fmt(pref and pref['wall_seconds'], '.0f')}"
             lines.append(
                 f"| {env_id} | {seed} | {steps} | {pref['labels_used'] if pref else '—'} | {fmt(random, '.1f')} | "
                 f"{fmt(true and true['return'], '.1f')} | {fmt(pref and pref['return'], '.1f')} | "
-                f"{fmt(shares.get(seed), '.2f')} | {fmt(equal, 'd')} | {walls} |"
+                f"{fmt(shares.get(seed), '.2f')} | {fmt(control and control['return'], '.1f')} | "
+                f"{fmt(control_shares.get(seed), '.2f')} | {fmt(equal, 'd')} | {walls} |"
             )
         held = sum(share >= SHARE_TARGET for share in shares.values())
         summary = f"{env_id}: preference ≥ {SHARE_TARGET:.0%} of true-reward PPO's improvement on {held}/{len(seeds)}"
         if shares:
             summary += f" (median share {statistics.median(shares.values()):.2f})"
+        if control_shares:
+            summary += f"; the random-teacher control's median share {statistics.median(control_shares.values()):.2f}"
         if env.reference is not None and env.reference_steps is not None:
             at_reference = [at_steps(row, env.reference_steps) for row in true_rows.values()]
             beat = sum(value >= env.reference for value in at_reference)
@@ -200,8 +218,8 @@ def plot(rows: dict[tuple, dict], jobs: list[Job], randoms: dict[str, float], pa
     if not envs:
         return
     fig, axes = plt.subplots(1, len(envs), figsize=(4.5 * len(envs), 3.8), squeeze=False)
-    colours = {"true": "black", "pref": "tab:blue"}
-    names = {"true": "true-reward PPO", "pref": "preference learning"}
+    colours = {"true": "black", "pref": "tab:blue", "control": "tab:orange"}
+    names = {"true": "true-reward PPO", "pref": "preference learning", "control": "control (random teacher)"}
     for ax, env_id in zip(axes[0], envs, strict=True):
         for variant in VARIANTS:
             for i, row in enumerate(cells.get((env_id, variant), {}).values()):

@@ -8,7 +8,7 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from worker.pairs import QUERY_METHODS
 from worker.teachers import TEACHER_NAMES
@@ -91,6 +91,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_summary(m: dict[str, Any]) -> str:
+    """The line `rlhf run` ends with: the true return, the labels, the time, how good the learned reward is, and
+    which policy the run kept (or that the labels never taught it anything)."""
+    chosen = m["chosen_policy"]
+    if chosen:
+        count = len(chosen["candidates"])
+        kept = f"; kept the policy of step {chosen['timesteps']} (best of {count} on the learned reward)"
+    elif not m["true_reward"] and not m.get("reward_trusted", True):
+        # A user reading only the return would credit the labels with what exploration (or nothing) did.
+        kept = (
+            "; the reward model is not trusted (it does not predict held-out labels better than chance), so the policy "
+            f"learned {'from state-entropy exploration' if m['config'].get('explore_until_trusted') else 'nothing'}, "
+            "not from the labels"
+        )
+    else:
+        kept = ""
+    return (
+        f"{m['env']}: true return {m['final_true_return']:.1f} ± {m['final_true_return_std']:.1f} "
+        f"with {m['labels_used']} labels ({m['choices']['equal']} answered equal), {m['timesteps']} steps, "
+        f"{m['wall_seconds']:.1f} s; reward accuracy {m['reward/val_accuracy']:.2f}, "
+        f"correlation {m['reward_correlation']:.2f}{kept}"
+    )
+
+
 def run_config_from_args(args: argparse.Namespace):
     """A RunConfig from `rlhf run` options, or CliError naming the bad option."""
     from worker.config import RunConfig
@@ -171,19 +195,7 @@ def command_run(args: argparse.Namespace) -> int:
 
         result = run(config, progress=show)
     save_run(result, args.out)
-    m = result.metrics
-    chosen = m["chosen_policy"]
-    kept = (
-        f"; kept the policy of step {chosen['timesteps']} (best of {len(chosen['candidates'])} on the learned reward)"
-        if chosen
-        else ""
-    )
-    print(
-        f"{m['env']}: true return {m['final_true_return']:.1f} ± {m['final_true_return_std']:.1f} "
-        f"with {m['labels_used']} labels ({m['choices']['equal']} answered equal), {m['timesteps']} steps, "
-        f"{m['wall_seconds']:.1f} s; reward accuracy {m['reward/val_accuracy']:.2f}, "
-        f"correlation {m['reward_correlation']:.2f}{kept}"
-    )
+    print(run_summary(result.metrics))
     print(f"wrote {args.out / 'metrics.json'}, {args.out / 'curve.png'}, {args.out / 'checkpoint.pt'}")
     return 0
 

@@ -147,6 +147,10 @@ class RunConfig:
     exploration_steps: int | None = None
     """Env steps of PEBBLE-style unsupervised pre-training on a state-entropy bonus before the first query
     (worker/exploration.py), so the first pool holds varied behaviour; None picks the env's default."""
+    explore_until_trusted: bool | None = None
+    """While the reward model is not trusted (worker/loop.py: Learner.fit), train PPO on the state-entropy bonus
+    instead of not at all, so the query pool keeps showing new behaviour until the labels say something; None
+    picks the env's default (on for envs without tuned settings)."""
     initial_label_fraction: float = 0.25
     """Share of the labels asked at the start, about segments of the initial policy."""
     label_schedule_end: float = 0.75
@@ -186,6 +190,9 @@ class RunConfig:
             timesteps=self.timesteps or settings.timesteps,
             segment_length=self.segment_length or settings.segment_length,
             exploration_steps=settings.exploration_steps if self.exploration_steps is None else self.exploration_steps,
+            explore_until_trusted=(
+                settings.explore_until_trusted if self.explore_until_trusted is None else self.explore_until_trusted
+            ),
             ppo=self.ppo or settings.ppo,
             reward_model=reward_model,
             label_schedule_end=schedule_end,

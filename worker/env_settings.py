@@ -33,6 +33,8 @@ class EnvSettings:
     """Where these values come from and why they differ from `default_settings`."""
     exploration_steps: int = 0
     """Env steps of state-entropy pre-training before the first query (worker/exploration.py)."""
+    explore_until_trusted: bool = False
+    """`RunConfig.explore_until_trusted` for a run config that leaves it open."""
     reward_model: RewardModelConfig | None = None
     """The reward model for a run config that keeps the default one; None: `RewardModelConfig()`."""
     label_schedule_end: float | None = None
@@ -325,12 +327,16 @@ def default_settings(env_id: str) -> EnvSettings:
         ppo=ppo,
         timesteps=timesteps,
         segment_length=max(2, min(50, episode // 4)),
+        # Nobody has checked that this env's initial policy shows behaviour worth comparing: a MountainCar whose
+        # car never leaves the valley yields answers about fuel alone, and its model is never trusted.
+        explore_until_trusted=True,
         why=(
             "No entry: 8 envs x 256 steps, 10 epochs of 256-sample minibatches and a 3e-4 learning rate (SB3's "
             "PPO defaults, which rl-zoo3's untuned entries keep), reward normalization as rl-zoo3's "
             "`normalize: true` (the reward's scale is unknown), observation normalization where the bounds are "
             "unbounded or far apart, gamma from the episode length, a small entropy bonus for discrete actions, "
-            f"and {EPISODES_PER_RUN} episodes of env steps."
+            f"{EPISODES_PER_RUN} episodes of env steps, and state-entropy exploration until the reward model is "
+            "trusted."
         ),
     )
 

@@ -242,11 +242,15 @@ class Learner:
                     self.asked += len(pairs)
                     self.fit(ask(self.candidates, pairs))
                 self.logger.record("labels/deferred", float(count - len(pairs)))
-                rewards = self.reward_model.rewards(rollout.obs, rollout.actions)
-                # An untrusted model's zero reward carries nothing to learn, and PPO's normalized advantages
-                # would turn its value errors into a random walk of the policy (a random-teacher run wandered
-                # 364 -> 107 -> 500 before its model was ever trusted).
-                learn = self.reward_model.trusted
+                if self.reward_model.trusted:
+                    rewards = self.reward_model.rewards(rollout.obs, rollout.actions)
+                elif config.explore_until_trusted:
+                    rewards = self.exploration.rewards(rollout.obs, rollout.valid)
+                else:
+                    # An untrusted model's zero reward carries nothing to learn, and PPO's normalized advantages
+                    # would turn its value errors into a random walk of the policy (a random-teacher run wandered
+                    # 364 -> 107 -> 500 before its model was ever trusted).
+                    learn = False
         if learn:
             self.logger.record_many(self.ppo.update(rollout, rewards))
         self.logger.record("labels/count", len(self.labeled))
@@ -406,6 +410,7 @@ class Learner:
             "reward/val_accuracy": self.reward_model.validation_accuracy,
             "reward_correlation": correlation,
             "chosen_policy": self.chosen_policy,
+            "reward_trusted": self.reward_model.trusted,
             "curve": self.curve,
             "config": config.to_dict(),
             "ppo_config": asdict(self.ppo_config),

@@ -63,6 +63,13 @@ def test_resolved_fills_timesteps_segment_length_and_ppo_from_the_env_settings()
     assert config.ppo.num_steps == 1024
 
 
+def test_envs_without_an_entry_explore_until_the_reward_model_is_trusted_and_tuned_ones_do_not():
+    assert RunConfig(env_id="MountainCarContinuous-v0").resolved().explore_until_trusted
+    assert not RunConfig(env_id="CartPole-v1").resolved().explore_until_trusted
+    told = RunConfig(env_id="MountainCarContinuous-v0", explore_until_trusted=False).resolved()
+    assert not told.explore_until_trusted
+
+
 def test_resolved_keeps_what_the_run_config_gives():
     ppo = PPOConfig(num_envs=2, num_steps=8)
     config = RunConfig(env_id="CartPole-v1", timesteps=1234, segment_length=7, ppo=ppo).resolved()

@@ -24,6 +24,27 @@ def test_ppo_does_not_learn_from_a_model_that_is_not_trusted() -> None:
     assert not all(torch.equal(a, b) for a, b in zip(before, policy_weights(learner), strict=True))
 
 
+def test_an_untrusted_model_leaves_ppo_to_the_state_entropy_bonus_where_the_config_asks() -> None:
+    learner = tiny_learner(explore_until_trusted=True, exploration_steps=0)
+    before = policy_weights(learner)
+    seen = []
+    bonus = learner.exploration.rewards
+
+    def recorded_bonus(obs, valid):
+        seen.append(obs.shape)
+        return bonus(obs, valid)
+
+    learner.exploration.rewards = recorded_bonus  # type: ignore[method-assign]
+    for _ in range(3):
+        learner.step(lambda candidates, pairs: [])
+    assert not learner.reward_model.trusted
+    assert seen == [(16, 4, 4)] * 3  # every rollout's states got the bonus ...
+    assert not all(torch.equal(a, b) for a, b in zip(before, policy_weights(learner), strict=True))  # ... and PPO moved
+    learner.reward_model.set_normalization(learner.candidates, anchor_on_ended=False, trusted=True)
+    learner.step(lambda candidates, pairs: [])
+    assert len(seen) == 3  # a trusted model's reward replaces the bonus
+
+
 def test_held_out_accuracy_must_beat_chance_on_two_refits_in_a_row() -> None:
     learner = tiny_learner()
     model = learner.reward_model
