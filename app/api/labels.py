@@ -20,13 +20,15 @@ from app.api.convert import label_out, lease_out
 from app.api.responses import API_ERRORS, errors
 from app.deps import AdminDep, PathId, RaterCallDep, SessionDep
 from app.errors import Invalid
+from app.hot_route import hot_post
 from app.vocabulary import Choice
 
 router = APIRouter(tags=["labels"], responses=errors(*API_ERRORS))
 
 
 # `async def` through the database runner: see lease_pair in app/api/pairs.py.
-@router.post(
+@hot_post(
+    router,
     "/labels",
     status_code=status.HTTP_201_CREATED,
     response_model=schemas.LabelOut,

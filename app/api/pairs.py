@@ -21,6 +21,7 @@ from app.deps import (
     check_experiment_access,
 )
 from app.errors import Invalid, NotFound
+from app.hot_route import hot_post
 
 router = APIRouter(tags=["pairs"], responses=errors(*API_ERRORS))
 
@@ -50,7 +51,8 @@ def get_pair(pair_id: PathId, session: SessionDep, principal: PrincipalDep) -> s
 # layer through the database runner: a hop to FastAPI's thread pool cost more than the work itself (with ~40
 # threads convoying on the GIL, server CPU per request doubled), while calling PostgreSQL inline stalled every
 # other request for each round trip. The runner calls SQLite inline and PostgreSQL on a small pool of its own.
-@router.post(
+@hot_post(
+    router,
     "/experiments/{experiment_id}/leases",
     response_model=schemas.LeaseOut,
     responses={204: {"description": "No pair is waiting for this rater; poll again later."}, **errors(404)},
