@@ -159,12 +159,23 @@ def _driver_params(form: _Form, params: Mapping[str, Any]) -> Any:
     return values
 
 
-class Transaction:
-    """One transaction on a DBAPI cursor: `execute` returns the rows, if the statement returns any."""
+class NeedsTransaction(Exception):
+    """Raised by a query function that runs statement by statement (`Transaction.atomic` False) when it finds it
+    needs its statements in one transaction after all: the runner runs it again in one (AsyncPool.run)."""
 
-    def __init__(self, dialect: Dialect, cursor: Any) -> None:
+
+class Transaction:
+    """One transaction on a DBAPI cursor: `execute` returns the rows, if the statement returns any.
+
+    `atomic`: whether the statements run in one transaction. False only where a runner was asked to run a
+    function's statements one by one, each committed on its own (DatabaseRunner.write on PostgreSQL's
+    asynchronous connections); such a function raises NeedsTransaction where one statement is not enough.
+    """
+
+    def __init__(self, dialect: Dialect, cursor: Any, atomic: bool = True) -> None:
         self.dialect = dialect
         self._cursor = cursor
+        self.atomic = atomic
 
     async def execute(self, sql: str, params: Any) -> list[Any]:
         self._cursor.execute(sql, params)
@@ -302,21 +313,35 @@ class AsyncPool:
         if pool is not None:
             await pool.close()
 
-    async def run(self, function: QueryFunction[..., Result], args: Any, kwargs: Any, *, write: bool) -> Result:
+    async def run(
+        self,
+        function: QueryFunction[..., Result],
+        args: Any,
+        kwargs: Any,
+        *,
+        write: bool,
+        whole: bool = True,
+        retry: bool = True,
+    ) -> Result:
         """As run_blocking, on an asynchronous connection of the running loop's pool: with `write`, in a
         transaction (the statements lock rows themselves; one more try after an IntegrityError); without, each
-        statement on its own (no BEGIN and COMMIT round trips)."""
+        statement on its own (no BEGIN and COMMIT round trips). With `write` but not `whole`, each statement on
+        its own too, until the function raises NeedsTransaction: then it runs again in a transaction."""
         try:
-            return await self._run_once(function, args, kwargs, write)
+            return await self._run_once(function, args, kwargs, atomic=write and whole)
+        except NeedsTransaction:
+            return await self.run(function, args, kwargs, write=write, retry=retry)
         except IntegrityError:
-            return await self._run_once(function, args, kwargs, write)
+            if not retry:
+                raise
+            return await self.run(function, args, kwargs, write=write, whole=whole, retry=False)
 
-    async def _run_once(self, function: QueryFunction[..., Result], args: Any, kwargs: Any, write: bool) -> Result:
+    async def _run_once(self, function: QueryFunction[..., Result], args: Any, kwargs: Any, atomic: bool) -> Result:
         pool = self._pools[asyncio.get_running_loop()]
         connection = await pool.acquire()
         try:
-            async with connection.transaction() if write else nullcontext():
-                return await function(AsyncTransaction(self.dialect, connection), *args, **kwargs)
+            async with connection.transaction() if atomic else nullcontext():
+                return await function(AsyncTransaction(self.dialect, connection, atomic), *args, **kwargs)
         except asyncpg.IntegrityConstraintViolationError as error:
             raise IntegrityError(None, None, error) from error
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:

@@ -36,7 +36,7 @@ router = APIRouter(tags=["labels"], responses=errors(*API_ERRORS))
 )
 async def submit_label(body: schemas.LabelCreate, rater: RaterCallDep) -> schemas.LabelOut:
     """Store the calling rater's choice for a leased pair; the same idempotency key answers the same label."""
-    label, _created = await rater.database.transact(
+    label, _created = await rater.database.write(
         crud.label_in,
         rater_id=rater.rater_id,
         pair_id=body.pair_id,

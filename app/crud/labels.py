@@ -16,7 +16,7 @@ from app.crud.common import as_utc, hash_token, new_token
 from app.crud.experiments import get_experiment
 from app.crud.pairs import LeaseInfo
 from app.db import blocking_twin, is_sqlite, write_transaction
-from app.driver import Prepared, Transaction
+from app.driver import NeedsTransaction, Prepared, Transaction
 from app.errors import Conflict, Forbidden, Invalid, NotFound
 from app.models import (
     Label,
@@ -69,8 +69,10 @@ def _label_statements(postgres: bool) -> dict[str, Any]:
         .outerjoin(Lease, and_(Lease.pair_id == Pair.id, Lease.rater_id == rater_id))
         .where(Pair.id == pair_id)
     )
-    # Storing the label: insert it, drop the rater's lease, count it on the pair. On PostgreSQL one statement
-    # (the other two as data-modifying CTEs), one round trip; SQLite runs them one by one, in-process.
+    # Storing the label: drop the rater's lease, insert the label, count it on the pair. On PostgreSQL one
+    # statement that claims the lease: it inserts and counts only if its DELETE took the lease, so it is right
+    # on its own, outside a transaction, and a request that lost the lease to another one stores nothing. SQLite
+    # runs the three one by one, in-process, in its write transaction.
     stored_fields = ("experiment_id", "pair_id", "rater_id", "choice", "response_time_ms", "idempotency_key")
     new_values = {name: bindparam(f"new_{name}", type_=Label.__table__.c[name].type) for name in stored_fields}
     new_values["created_at"] = bindparam("new_created_at", type_=Label.created_at.type)
@@ -86,8 +88,11 @@ def _label_statements(postgres: bool) -> dict[str, Any]:
     )
     store: list[Executable]
     if postgres:
-        stored = insert_label.cte("stored")
-        store = [select(stored.c.id).add_cte(drop_lease.cte("dropped"), count_label.cte("counted"))]
+        dropped = drop_lease.returning(Lease.pair_id).cte("dropped")
+        claimed = select(*new_values.values()).select_from(dropped)
+        stored = insert(Label).from_select(list(new_values), claimed).returning(Label.id).cte("stored")
+        counted = count_label.where(Pair.id.in_(select(dropped.c.pair_id))).cte("counted")
+        store = [select(stored.c.id).add_cte(counted)]
     else:
         store = [insert_label, drop_lease, count_label]
     return {
@@ -112,19 +117,39 @@ async def label_in(
     idempotency_key: str | None = None,
 ) -> tuple[Label, bool]:
     """Store a rater's answer about a leased pair; the one write path for humans and the synthetic teacher (run
-    it with DatabaseRunner.transact, or submit_label).
+    it with DatabaseRunner.write or transact, or submit_label).
 
     Idempotent: a repeated `idempotency_key` with the same pair and choice returns the stored label. When a
-    concurrent request of the same rater for the same key or pair commits between this one's checks and its
-    insert (on PostgreSQL a request that waited for the pair's row lock re-reads only that row), the insert
-    raises IntegrityError and the transaction runners ask once more: the checks then see that label, and the
-    same key and body get it back, anything else a conflict.
+    concurrent request of the same rater for the same key or pair gets in between this one's checks and its
+    write, the write stores nothing (on PostgreSQL its claim of the lease finds the lease gone; elsewhere the
+    insert raises IntegrityError and the runners ask once more), and the checks asked again see that request's
+    label: the same key and body get it back, anything else a conflict. On PostgreSQL a request that waited for
+    the pair's row lock reads the rest from before the wait, which is why the checks are asked again.
+
+    On PostgreSQL the usual label is two statements, the checks and the claim, and needs no transaction around
+    them (DatabaseRunner.write); a late label asks for one (NeedsTransaction).
 
     Returns:
         (label, created): created is False for a replay. The label is detached from any session.
     """
     if choice not in CHOICES:
         raise Invalid("choice", f"must be one of {', '.join(CHOICES)}")
+    for _attempt in range(2):
+        answer = await _label_once(transaction, rater_id, pair_id, choice, response_time_ms, idempotency_key)
+        if answer is not None:
+            return answer
+    raise Conflict("pair_id", "the rater does not hold a lease on this pair")
+
+
+async def _label_once(
+    transaction: Transaction,
+    rater_id: int,
+    pair_id: int,
+    choice: str,
+    response_time_ms: int | None,
+    idempotency_key: str | None,
+) -> tuple[Label, bool] | None:
+    """label_in's checks and write; None when the write found the rater's lease gone since the checks."""
     statements = _label_statements(transaction.dialect.name == "postgresql")
     keys = {"pair_id": pair_id, "rater_id": rater_id}
     state = await statements["state"].first(transaction, {**keys, "key": idempotency_key})
@@ -141,6 +166,8 @@ async def label_in(
         raise Conflict("pair_id", "the rater does not hold a lease on this pair")
     now = utcnow()
     if as_utc(state.lease_expires_at) <= now:
+        if not transaction.atomic:
+            raise NeedsTransaction  # the pair's other leases must not change between this count and the insert
         # Late but harmless if nobody else took the place meanwhile.
         others = await statements["others_live"].scalar(transaction, {**keys, "now": now}) or 0
         if state.status != "pending" or state.labels_count + others >= state.labels_wanted:
@@ -159,7 +186,7 @@ async def label_in(
     label_id = await first.scalar(transaction, {**{f"new_{k}": v for k, v in values.items()}, **ids})
     for statement in rest:
         await statement.run(transaction, ids)
-    return Label(id=label_id, **values), True
+    return None if label_id is None else (Label(id=label_id, **values), True)
 
 
 submit_label = blocking_twin(label_in)

@@ -20,7 +20,7 @@ from sqlalchemy import (
     text,
 )
 
-from app.driver import Prepared, run_to_end, transact_blocking
+from app.driver import AsyncPool, NeedsTransaction, Prepared, run_to_end, transact_blocking
 
 metadata = MetaData()
 things = Table(
@@ -90,3 +90,31 @@ def test_run_to_end_refuses_a_coroutine_that_suspends() -> None:
 
     with pytest.raises(RuntimeError, match="suspended"):
         run_to_end(suspends())
+
+
+@pytest.mark.postgres
+def test_statement_by_statement_until_the_function_asks_for_a_transaction(postgres_url: str) -> None:
+    # DatabaseRunner.write on PostgreSQL: no BEGIN and COMMIT round trips, each statement commits on its own,
+    # until the function raises NeedsTransaction; then it runs once more, in one transaction.
+    runs: list[tuple[bool, list[int]]] = []
+
+    async def two_statements(transaction) -> list[int]:
+        ids = [(await transaction.execute("SELECT pg_current_xact_id()::text::bigint", ()))[0][0] for _ in range(2)]
+        runs.append((transaction.atomic, ids))
+        if not transaction.atomic:
+            raise NeedsTransaction
+        return ids
+
+    async def run() -> list[int]:
+        pool = AsyncPool(create_engine(postgres_url), size=1)
+        await pool.open()
+        try:
+            return await pool.run(two_statements, (), {}, write=True, whole=False)
+        finally:
+            await pool.close()
+
+    ids = asyncio.run(run())
+    (alone, alone_ids), (atomic, atomic_ids) = runs
+    assert (alone, atomic) == (False, True)
+    assert alone_ids[0] != alone_ids[1]  # a transaction each
+    assert atomic_ids[0] == atomic_ids[1] == ids[0]  # one

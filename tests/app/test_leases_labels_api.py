@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -9,7 +10,9 @@ import threading
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 
+import httpx
 import numpy as np
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from helpers import World, build_world
 from sqlalchemy import func, select, update
@@ -100,6 +103,46 @@ def test_expired_lease_returns_the_pair(
     assert late.status_code == 409
     assert late.json()["detail"] == "pair_id: the lease expired and the pair went to another rater"
     assert _label(client, world, lease["pair_id"], "right", rater=1).status_code == 201
+
+
+def test_a_late_label_is_stored_while_nobody_took_the_pair(
+    client: TestClient, rng: np.random.Generator, session_factory: sessionmaker[Session]
+) -> None:
+    world = build_world(client, rng, pairs=1, raters=2)
+    lease = _lease(client, world, 0)
+    assert lease is not None
+    with session_factory() as session:
+        session.execute(update(Lease).values(expires_at=crud.utcnow() - timedelta(seconds=1)))
+        session.commit()
+    late = _label(client, world, lease["pair_id"], "left", rater=0)  # on PostgreSQL: decided in a transaction
+    assert late.status_code == 201, late.text
+    with session_factory() as session:
+        assert session.scalar(select(Pair.labels_count)) == 1 and session.scalar(select(func.count(Lease.id))) == 0
+
+
+def test_concurrent_retries_of_one_label_through_the_api_all_get_it_back(
+    app: FastAPI, client: TestClient, rng: np.random.Generator, session_factory: sessionmaker[Session]
+) -> None:
+    # The API's path: on PostgreSQL the label runs statement by statement (DatabaseRunner.write), and the
+    # requests that lose the claim of the lease to the first one must find its label, not a conflict.
+    world = build_world(client, rng, pairs=3, raters=1)
+    lease = _lease(client, world)
+    assert lease is not None
+    body = {"pair_id": lease["pair_id"], "choice": "left", "idempotency_key": "again"}
+
+    async def twenty_at_once() -> list[httpx.Response]:
+        async with app.router.lifespan_context(app):  # this loop's own asynchronous connections
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as rater:
+                posts = [rater.post("/api/v1/labels", json=body, headers=world.rater_headers(0)) for _ in range(20)]
+                return await asyncio.gather(*posts)
+
+    answers = asyncio.run(twenty_at_once())
+    assert {answer.status_code for answer in answers} == {201}, [answer.text for answer in answers]
+    assert len({answer.json()["id"] for answer in answers}) == 1
+    with session_factory() as session:
+        assert session.scalar(select(func.count(Label.id))) == 1
+        assert session.scalar(select(Pair.labels_count).where(Pair.id == lease["pair_id"])) == 1
 
 
 def test_label_without_lease_and_bad_labels(client: TestClient, world: World) -> None:
