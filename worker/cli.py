@@ -64,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--query", default="informative", help=f"pair selection: {' or '.join(QUERY_METHODS)}")
     run.add_argument("--segment-length", type=positive_int, default=None, help="steps per segment (default: per env)")
     run.add_argument("--true-reward", action="store_true", help="train PPO on the true reward (upper bound)")
+    run.add_argument(
+        "--explore-until-trusted",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="train on the state-entropy bonus while the reward model is not trusted (default: on for envs "
+        "without tuned settings)",
+    )
     run.add_argument("--out", type=Path, default=Path("runs/latest"), help="output folder (default runs/latest)")
     run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -166,6 +173,7 @@ def run_config_from_args(args: argparse.Namespace):
         query=args.query,
         segment_length=args.segment_length or 0,
         true_reward=args.true_reward,
+        explore_until_trusted=args.explore_until_trusted,
         device=args.device,
     )
 

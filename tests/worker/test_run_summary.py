@@ -1,6 +1,7 @@
-"""The line `rlhf run` ends with says which policy the run kept, and when the labels taught it nothing."""
+"""`rlhf run`: the line it ends with says which policy the run kept, and when the labels taught it nothing; its
+switch for exploring until the reward model is trusted."""
 
-from worker.cli import run_summary
+from worker.cli import build_parser, run_config_from_args, run_summary
 from worker.config import PPOConfig, RunConfig
 from worker.loop import run
 
@@ -38,3 +39,14 @@ def test_a_trusted_run_names_the_policy_it_kept():
     assert line.endswith("kept the policy of step 512 (best of 2 on the learned reward)")
     assert "not trusted" not in line
     assert "not trusted" not in run_summary({**metrics, "true_reward": True, "reward_trusted": False})
+
+
+def test_rlhf_run_turns_exploring_until_trusted_on_or_off_or_leaves_it_to_the_env():
+    def resolved(*options: str) -> bool | None:
+        args = build_parser().parse_args(["run", "--env", "MountainCarContinuous-v0", *options])
+        return run_config_from_args(args).resolved().explore_until_trusted
+
+    assert resolved() is True  # no tuned settings: on
+    assert resolved("--no-explore-until-trusted") is False
+    args = build_parser().parse_args(["run", "--explore-until-trusted"])  # CartPole-v1, tuned: off unless asked
+    assert run_config_from_args(args).resolved().explore_until_trusted is True
