@@ -88,15 +88,30 @@ def test_several_labels_per_pair_each_rater_once(client: TestClient, rng: np.ran
     assert client.get(f"/api/v1/pairs/{first['pair_id']}").json()["labels_count"] == 2
 
 
+def _expire_every_lease(session_factory: sessionmaker[Session]) -> None:
+    with session_factory() as session:
+        session.execute(update(Lease).values(expires_at=crud.utcnow() - timedelta(seconds=1)))
+        session.commit()
+
+
+def _one_expired_lease(
+    client: TestClient, rng: np.random.Generator, session_factory: sessionmaker[Session], raters: int
+) -> tuple[World, dict]:
+    """One pair, leased by rater 0, the lease expired since."""
+    world = build_world(client, rng, pairs=1, raters=raters)
+    lease = _lease(client, world, 0)
+    assert lease is not None
+    _expire_every_lease(session_factory)
+    return world, lease
+
+
 def test_expired_lease_returns_the_pair(
     client: TestClient, rng: np.random.Generator, session_factory: sessionmaker[Session]
 ) -> None:
     world = build_world(client, rng, pairs=1, raters=2)
     lease = _lease(client, world, 0)
     assert lease is not None and _lease(client, world, 1) is None
-    with session_factory() as session:
-        session.execute(update(Lease).values(expires_at=crud.utcnow() - timedelta(seconds=1)))
-        session.commit()
+    _expire_every_lease(session_factory)
     taken_over = _lease(client, world, 1)
     assert taken_over is not None and taken_over["pair_id"] == lease["pair_id"]
     late = _label(client, world, lease["pair_id"], "left", rater=0)
@@ -108,12 +123,7 @@ def test_expired_lease_returns_the_pair(
 def test_a_late_label_is_stored_while_nobody_took_the_pair(
     client: TestClient, rng: np.random.Generator, session_factory: sessionmaker[Session]
 ) -> None:
-    world = build_world(client, rng, pairs=1, raters=2)
-    lease = _lease(client, world, 0)
-    assert lease is not None
-    with session_factory() as session:
-        session.execute(update(Lease).values(expires_at=crud.utcnow() - timedelta(seconds=1)))
-        session.commit()
+    world, lease = _one_expired_lease(client, rng, session_factory, raters=2)
     late = _label(client, world, lease["pair_id"], "left", rater=0)  # on PostgreSQL: decided in a transaction
     assert late.status_code == 201, late.text
     with session_factory() as session:
@@ -452,12 +462,7 @@ def test_concurrent_leases_and_labels(client: TestClient, rng: np.random.Generat
 def test_own_expired_lease_is_renewed(
     client: TestClient, rng: np.random.Generator, session_factory: sessionmaker[Session]
 ) -> None:
-    world = build_world(client, rng, pairs=1, raters=1)
-    first = _lease(client, world, 0)
-    assert first is not None
-    with session_factory() as session:
-        session.execute(update(Lease).values(expires_at=crud.utcnow() - timedelta(seconds=1)))
-        session.commit()
+    world, first = _one_expired_lease(client, rng, session_factory, raters=1)
     again = _lease(client, world, 0)
     assert again is not None and again["pair_id"] == first["pair_id"]
     with session_factory() as session:
