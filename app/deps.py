@@ -143,12 +143,7 @@ async def authenticate(
     csrf_field: str,
 ) -> Principal:
     """The caller of a request carrying a bearer token, or the session cookie and, on writes, `csrf_token`."""
-    if credentials is not None:
-        token = credentials.credentials
-    else:
-        token = request.cookies.get(TOKEN_COOKIE, "")
-        if token and request.method not in SAFE_METHODS:
-            check_csrf(request, csrf_token, csrf_field)
+    token = presented_token(request, credentials.credentials if credentials else None, csrf_token, csrf_field)
     if not token:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -168,6 +163,17 @@ async def authenticate(
             {"WWW-Authenticate": "Bearer"},
         )
     return principal
+
+
+def presented_token(request: Request, bearer: str | None, csrf_token: str | None, csrf_field: str) -> str:
+    """The bearer token, else the session cookie's (checking `csrf_token` on writes: 403 naming `csrf_field`);
+    empty when there is neither."""
+    if bearer is not None:
+        return bearer
+    token = request.cookies.get(TOKEN_COOKIE, "")
+    if token and request.method not in SAFE_METHODS:
+        check_csrf(request, csrf_token, csrf_field)
+    return token
 
 
 def refuse_if_guessing(request: Request) -> None:

@@ -3,11 +3,11 @@ solving and response re-validation; every other request takes FastAPI's own path
 
 Why: in a profile of lease + label on SQLite, FastAPI's dependency solving, parameter validation and response
 serialization took about as much CPU as the database work itself. A rater's request is nearly always the same
-shape: a bearer token the auth cache knows, an id in the path, a small JSON body. Those are parsed here directly.
-Anything else — no or unknown token, a cookie, a query string, a body that does not validate, a wrong content type
-— goes to FastAPI's handler for the same route, which answers it exactly as before (401, 422 naming the field...).
-The route's signature, OpenAPI entry and error answers stay FastAPI's; while an app has dependency overrides,
-every request takes the full path.
+shape: a bearer token or session cookie the auth cache knows, an id in the path, a small JSON body. Those are
+parsed here directly. Anything else — no or unknown token, a query string, a body that does not validate, a
+wrong content type — goes to FastAPI's handler for the same route, which answers it exactly as before (401,
+422 naming the field...). The route's signature, OpenAPI entry and error answers stay FastAPI's; while an app
+has dependency overrides, every request takes the full path.
 """
 
 from __future__ import annotations
@@ -20,7 +20,15 @@ from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
-from app.deps import PathId, RaterCall, RaterCallDep, cached_principal, refuse_if_guessing
+from app.deps import (
+    CSRF_HEADER,
+    PathId,
+    RaterCall,
+    RaterCallDep,
+    cached_principal,
+    presented_token,
+    refuse_if_guessing,
+)
 from app.schemas import INT32_MAX
 
 NOT_FAST = object()
@@ -30,9 +38,11 @@ Reader = Callable[[Request], Awaitable[Any]]
 
 
 async def _rater_call(request: Request) -> Any:
-    authorization = request.headers.get("authorization", "")
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+    # The rater's page signs in with the session cookie and sends the CSRF header on writes (403 if wrong).
+    token = presented_token(request, bearer if scheme.lower() == "bearer" and bearer else None,
+                            request.headers.get(CSRF_HEADER), CSRF_HEADER)
+    if not token:
         return NOT_FAST
     refuse_if_guessing(request)  # 429 for an address past its failed-auth budget, as on the full path
     principal = cached_principal(request, token)

@@ -125,6 +125,24 @@ def test_a_body_is_read_only_when_it_is_json_of_the_right_shape():
     assert read("application/json", b'{"pair_id": "3", "choice": "equal"}') is NOT_FAST  # strict: no "3" for 3
 
 
-def test_no_bearer_token_means_the_full_path():
-    assert asyncio.run(_rater_call(request_with(headers={"Cookie": "rlhf_token=abc"}))) is NOT_FAST
+def test_no_token_at_all_means_the_full_path():
     assert asyncio.run(_rater_call(request_with(headers={"Authorization": "Basic abc"}))) is NOT_FAST
+    assert asyncio.run(_rater_call(request_with())) is NOT_FAST
+
+
+def test_the_labeling_page_takes_the_fast_lane_with_its_cookie_and_csrf_header(
+    anonymous: TestClient, world, fast_lane_calls
+):
+    # The page signs in with the session cookie and sends the CSRF header on writes, as the full path requires.
+    anonymous.cookies.set("rlhf_token", world.rater_tokens[0])
+    anonymous.cookies.set("rlhf_csrf", "csrf-123")
+    leases = f"/api/v1/experiments/{world.experiment_id}/leases"
+    assert anonymous.post(leases, headers={"X-CSRF-Token": "csrf-123"}).status_code == 200  # the token: looked up
+    lease = anonymous.post(leases, headers={"X-CSRF-Token": "csrf-123"})
+    assert lease.status_code == 200 and fast_lane_calls == [world.rater_ids[0]]
+    refused = anonymous.post(leases, headers={"X-CSRF-Token": "wrong"})
+    assert refused.status_code == 403 and refused.json()["field"] == "X-CSRF-Token"
+    body = {"pair_id": lease.json()["pair_id"], "choice": "right"}
+    assert anonymous.post("/api/v1/labels", json=body).status_code == 403  # no CSRF header
+    assert anonymous.post("/api/v1/labels", json=body, headers={"X-CSRF-Token": "csrf-123"}).status_code == 201
+    assert fast_lane_calls == [world.rater_ids[0]] * 2
