@@ -109,6 +109,14 @@ def is_sqlite(session: Session) -> bool:
     return session.get_bind().dialect.name == "sqlite"
 
 
+def _end_read_transaction(session: Session, caller: str) -> None:
+    """End the read transaction a session may still have open, before a write transaction of its own."""
+    if session.in_transaction():
+        if session.new or session.dirty or session.deleted:
+            raise RuntimeError(f"{caller} needs a session without pending changes")
+        session.rollback()
+
+
 @contextmanager
 def write_transaction(session: Session) -> Iterator[Session]:
     """Run a read-then-write unit in its own transaction and commit it.
@@ -119,10 +127,7 @@ def write_transaction(session: Session) -> Iterator[Session]:
     On PostgreSQL callers lock rows themselves (FOR UPDATE [SKIP LOCKED]). Any read transaction still open on
     the session is ended first.
     """
-    if session.in_transaction():
-        if session.new or session.dirty or session.deleted:
-            raise RuntimeError("write_transaction needs a session without pending changes")
-        session.rollback()
+    _end_read_transaction(session, "write_transaction")
     engine = session.get_bind()
     lock = writer_lock(engine) if isinstance(engine, Engine) else None
     with lock if lock is not None else nullcontext():
@@ -141,10 +146,7 @@ def transact_in_session(
 ) -> Result:
     """app.driver.transact_blocking on the session's engine, for synchronous callers of a hot-path query function.
     Any read transaction still open on the session is ended first (on SQLite it would hold off the writer)."""
-    if session.in_transaction():
-        if session.new or session.dirty or session.deleted:
-            raise RuntimeError("transact_in_session needs a session without pending changes")
-        session.rollback()
+    _end_read_transaction(session, "transact_in_session")
     engine = session.get_bind()
     assert isinstance(engine, Engine)
     return transact_blocking(engine, function, *args, **kwargs)
@@ -189,8 +191,9 @@ class DatabaseRunner:
     held one while waiting for a thread could leave every thread waiting for a connection. Loaded rows stay
     readable (closing detaches them, it does not expire them).
 
-    The lease and label paths (`transact`) run on the driver (app.driver): inline on SQLite, and on PostgreSQL
-    on asynchronous connections while the app's lifespan has opened them (`open`), else on the thread pool.
+    The lease and label paths (`transact`, `write`) and the auth cache's misses (`read`) run on the driver
+    (app.driver): inline on SQLite, and on PostgreSQL on asynchronous connections while the app's lifespan has
+    opened them (`open`), else on the thread pool.
     """
 
     def __init__(self, session_factory: sessionmaker[Session], threads: int) -> None:

@@ -265,6 +265,12 @@ class RaterCall:
     settings: Settings
     auth_cache: TtlCache
 
+    @classmethod
+    def serving(cls, request: Request, rater_id: int) -> RaterCall:
+        """The call of rater `rater_id` on the app serving `request`."""
+        state = request.app.state
+        return cls(rater_id, state.database, state.settings, state.auth_cache)
+
     async def require_access(self, experiment_id: int) -> None:
         """check_experiment_access with the auth cache: a database read only on a miss."""
         key = ("invited", self.rater_id, experiment_id)
@@ -280,8 +286,7 @@ class RaterCall:
 async def get_rater_call(request: Request, credentials: CredentialsDep) -> RaterCall:
     principal = _rater_only(await get_principal(request, credentials))
     assert principal.rater_id is not None
-    state = request.app.state
-    return RaterCall(principal.rater_id, state.database, state.settings, state.auth_cache)
+    return RaterCall.serving(request, principal.rater_id)
 
 
 RaterCallDep = Annotated[RaterCall, Depends(get_rater_call)]

@@ -39,17 +39,16 @@ Reader = Callable[[Request], Awaitable[Any]]
 
 async def _rater_call(request: Request) -> Any:
     scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+    is_bearer = scheme.lower() == "bearer" and bearer
     # The rater's page signs in with the session cookie and sends the CSRF header on writes (403 if wrong).
-    token = presented_token(request, bearer if scheme.lower() == "bearer" and bearer else None,
-                            request.headers.get(CSRF_HEADER), CSRF_HEADER)
+    token = presented_token(request, bearer if is_bearer else None, request.headers.get(CSRF_HEADER), CSRF_HEADER)
     if not token:
         return NOT_FAST
     refuse_if_guessing(request)  # 429 for an address past its failed-auth budget, as on the full path
     principal = cached_principal(request, token)
     if principal is None or principal.rater_id is None:
         return NOT_FAST  # a cache miss, the admin, or a bad token: the full path looks it up and answers
-    state = request.app.state
-    return RaterCall(principal.rater_id, state.database, state.settings, state.auth_cache)
+    return RaterCall.serving(request, principal.rater_id)
 
 
 def _path_id(name: str) -> Reader:

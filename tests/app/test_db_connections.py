@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from helpers import ADMIN_TOKEN, build_world
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, create_engine, text
 
 import app.db
 from app.driver import Transaction
@@ -18,6 +22,31 @@ from app.main import create_app
 from app.settings import Settings
 
 pytestmark = pytest.mark.postgres
+
+
+@contextmanager
+def _serving(postgres_url: str, tmp_path: Path, **settings: Any) -> Iterator[TestClient]:
+    """The app on `postgres_url` behind a TestClient with the admin token (its lifespan run); the engine is
+    disposed afterwards."""
+    application = create_app(
+        Settings(database_url=postgres_url, data_dir=tmp_path, admin_token=ADMIN_TOKEN, **settings)
+    )
+    try:
+        with TestClient(application, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
+            yield client
+    finally:
+        application.state.engine.dispose()
+
+
+@contextmanager
+def _locking_connection(postgres_url: str) -> Iterator[Connection]:
+    """A connection of its own, to hold row locks the app's requests then meet."""
+    engine = create_engine(postgres_url)
+    try:
+        with engine.connect() as connection:
+            yield connection
+    finally:
+        engine.dispose()
 
 
 def _cut_connections(url: str) -> int:
@@ -42,21 +71,16 @@ def test_idle_connection_cut_by_the_database_is_replaced(
     succeeds; never pinged (the control), the same cut fails that one request with a 503 that says to retry,
     and the next one gets a fresh connection."""
     monkeypatch.setattr(app.db, "IDLE_PING_SECONDS", idle_ping_seconds)
-    settings = Settings(database_url=postgres_url, data_dir=tmp_path, admin_token=ADMIN_TOKEN)
-    application = create_app(settings)
-    try:
-        with TestClient(application, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
-            assert client.get("/api/v1/experiments").status_code == 200  # leaves a connection in the pool
-            assert _cut_connections(postgres_url) >= 1
-            response = client.get("/api/v1/experiments")
-            if survives:
-                assert response.status_code == 200, response.text
-            else:
-                assert response.status_code == 503
-                assert response.json()["detail"] == "database: connection lost, please retry"
-                assert client.get("/api/v1/experiments").status_code == 200
-    finally:
-        application.state.engine.dispose()
+    with _serving(postgres_url, tmp_path) as client:
+        assert client.get("/api/v1/experiments").status_code == 200  # leaves a connection in the pool
+        assert _cut_connections(postgres_url) >= 1
+        response = client.get("/api/v1/experiments")
+        if survives:
+            assert response.status_code == 200, response.text
+        else:
+            assert response.status_code == 503
+            assert response.json()["detail"] == "database: connection lost, please retry"
+            assert client.get("/api/v1/experiments").status_code == 200
 
 
 def test_a_hot_path_connection_cut_by_the_database_is_replaced(
@@ -64,18 +88,13 @@ def test_a_hot_path_connection_cut_by_the_database_is_replaced(
 ) -> None:
     """The lease and label paths' own asynchronous connections (app.driver.AsyncPool) need no ping: cut while
     idle, the one connection is seen closed and replaced, and the next lease succeeds."""
-    settings = Settings(database_url=postgres_url, data_dir=tmp_path, admin_token=ADMIN_TOKEN, db_pool_size=1)
-    application = create_app(settings)
-    try:
-        with TestClient(application, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
-            world = build_world(client, rng, pairs=4, raters=1, name="cut")
-            url = f"/api/v1/experiments/{world.experiment_id}/leases"
-            for _ in range(3):
-                assert client.post(url, headers=world.rater_headers()).status_code in (200, 204)
-                assert _cut_connections(postgres_url) >= 1
-                time.sleep(0.2)  # the backend exits after pg_terminate_backend returns
-    finally:
-        application.state.engine.dispose()
+    with _serving(postgres_url, tmp_path, db_pool_size=1) as client:
+        world = build_world(client, rng, pairs=4, raters=1, name="cut")
+        url = f"/api/v1/experiments/{world.experiment_id}/leases"
+        for _ in range(3):
+            assert client.post(url, headers=world.rater_headers()).status_code in (200, 204)
+            assert _cut_connections(postgres_url) >= 1
+            time.sleep(0.2)  # the backend exits after pg_terminate_backend returns
 
 
 def test_a_request_waiting_for_postgres_holds_up_no_other_request(
@@ -83,35 +102,29 @@ def test_a_request_waiting_for_postgres_holds_up_no_other_request(
 ) -> None:
     """A lease waits for a row lock another connection holds; meanwhile /healthz and another rater's lease
     answer: the lease waits on its own asynchronous connection, not on the event loop."""
-    application = create_app(Settings(database_url=postgres_url, data_dir=tmp_path, admin_token=ADMIN_TOKEN))
-    blocker_engine = create_engine(postgres_url)
-    try:
-        with TestClient(application, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
-            world = build_world(client, rng, pairs=3, raters=2, name="waiting")
-            url = f"/api/v1/experiments/{world.experiment_id}/leases"
-            for rater in (0, 1):  # the token and invitation caches know both raters now
-                lease = client.post(url, headers=world.rater_headers(rater))
-                assert lease.status_code == 200, lease.text
-            answers: dict[str, int] = {}
+    with _serving(postgres_url, tmp_path) as client:
+        world = build_world(client, rng, pairs=3, raters=2, name="waiting")
+        url = f"/api/v1/experiments/{world.experiment_id}/leases"
+        for rater in (0, 1):  # the token and invitation caches know both raters now
+            lease = client.post(url, headers=world.rater_headers(rater))
+            assert lease.status_code == 200, lease.text
+        answers: dict[str, int] = {}
 
-            with blocker_engine.connect() as blocker:
-                blocker.execute(text("SELECT id FROM raters WHERE id = :id FOR UPDATE"), {"id": world.rater_ids[0]})
-                stuck = _ask_in_thread(client, answers, "stuck", "POST", url, world.rater_headers(0))
-                _wait_for_a_lock_wait(postgres_url)
-                others = [
-                    _ask_in_thread(client, answers, "health", "GET", "/healthz", {}),
-                    _ask_in_thread(client, answers, "other", "POST", url, world.rater_headers(1)),
-                ]
-                for thread in others:
-                    thread.join(timeout=10)
-                answered_while_stuck = dict(answers)
-                blocker.rollback()
-            stuck.join(timeout=10)
-            assert answered_while_stuck == {"health": 200, "other": 200}
-            assert answers["stuck"] == 200
-    finally:
-        application.state.engine.dispose()
-        blocker_engine.dispose()
+        with _locking_connection(postgres_url) as blocker:
+            blocker.execute(text("SELECT id FROM raters WHERE id = :id FOR UPDATE"), {"id": world.rater_ids[0]})
+            stuck = _ask_in_thread(client, answers, "stuck", "POST", url, world.rater_headers(0))
+            _wait_for_a_lock_wait(postgres_url)
+            others = [
+                _ask_in_thread(client, answers, "health", "GET", "/healthz", {}),
+                _ask_in_thread(client, answers, "other", "POST", url, world.rater_headers(1)),
+            ]
+            for thread in others:
+                thread.join(timeout=10)
+            answered_while_stuck = dict(answers)
+            blocker.rollback()
+        stuck.join(timeout=10)
+        assert answered_while_stuck == {"health": 200, "other": 200}
+        assert answers["stuck"] == 200
 
 
 def test_a_lease_does_not_wait_for_its_raters_label_insert(
@@ -120,24 +133,18 @@ def test_a_lease_does_not_wait_for_its_raters_label_insert(
     """A label insert's foreign-key check holds FOR KEY SHARE on the rater's row until it commits; the lease's lock
     on that row (FOR NO KEY UPDATE) does not wait for it. A plain FOR UPDATE did, and a label that waited for the
     pair a lease held deadlocked with it."""
-    application = create_app(Settings(database_url=postgres_url, data_dir=tmp_path, admin_token=ADMIN_TOKEN))
-    blocker_engine = create_engine(postgres_url)
-    try:
-        with TestClient(application, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
-            world = build_world(client, rng, pairs=3, raters=1, name="key-share")
-            url = f"/api/v1/experiments/{world.experiment_id}/leases"
-            with blocker_engine.connect() as blocker:
-                blocker.execute(text("SELECT id FROM raters WHERE id = :id FOR KEY SHARE"), {"id": world.rater_ids[0]})
-                answers: dict[str, int] = {}
-                thread = _ask_in_thread(client, answers, "lease", "POST", url, world.rater_headers())
-                thread.join(timeout=10)
-                answered_while_held = dict(answers)
-                blocker.rollback()
+    with _serving(postgres_url, tmp_path) as client:
+        world = build_world(client, rng, pairs=3, raters=1, name="key-share")
+        url = f"/api/v1/experiments/{world.experiment_id}/leases"
+        with _locking_connection(postgres_url) as blocker:
+            blocker.execute(text("SELECT id FROM raters WHERE id = :id FOR KEY SHARE"), {"id": world.rater_ids[0]})
+            answers: dict[str, int] = {}
+            thread = _ask_in_thread(client, answers, "lease", "POST", url, world.rater_headers())
             thread.join(timeout=10)
-            assert answered_while_held == {"lease": 200}
-    finally:
-        application.state.engine.dispose()
-        blocker_engine.dispose()
+            answered_while_held = dict(answers)
+            blocker.rollback()
+        thread.join(timeout=10)
+        assert answered_while_held == {"lease": 200}
 
 
 def _ask_in_thread(
@@ -175,19 +182,14 @@ async def _prepared_statements(transaction: Transaction) -> list[str]:
 
 def test_the_lease_and_label_statements_are_prepared(postgres_url: str, tmp_path, rng: np.random.Generator) -> None:
     """The hot paths' statements are prepared on their connection (asyncpg prepares and caches each one)."""
-    settings = Settings(database_url=postgres_url, data_dir=tmp_path, admin_token=ADMIN_TOKEN, db_pool_size=1)
-    application = create_app(settings)
-    try:
-        with TestClient(application, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
-            world = build_world(client, rng, pairs=8, raters=1, name="prepared")
-            for _ in range(8):
-                lease = client.post(f"/api/v1/experiments/{world.experiment_id}/leases", headers=world.rater_headers())
-                body = {"pair_id": lease.json()["pair_id"], "choice": "left"}
-                assert client.post("/api/v1/labels", json=body, headers=world.rater_headers()).status_code == 201
-            # On the hot paths' pool (one connection), in the loop that serves the client's requests.
-            assert client.portal is not None
-            prepared = client.portal.call(application.state.database.read, _prepared_statements)
-        assert any("SKIP LOCKED" in statement for statement in prepared)  # the lease's pick
-        assert any("INSERT INTO labels" in statement for statement in prepared)  # the label's store
-    finally:
-        application.state.engine.dispose()
+    with _serving(postgres_url, tmp_path, db_pool_size=1) as client:
+        world = build_world(client, rng, pairs=8, raters=1, name="prepared")
+        for _ in range(8):
+            lease = client.post(f"/api/v1/experiments/{world.experiment_id}/leases", headers=world.rater_headers())
+            body = {"pair_id": lease.json()["pair_id"], "choice": "left"}
+            assert client.post("/api/v1/labels", json=body, headers=world.rater_headers()).status_code == 201
+        # On the hot paths' pool (one connection), in the loop that serves the client's requests.
+        assert client.portal is not None
+        prepared = client.portal.call(client.app.state.database.read, _prepared_statements)  # type: ignore[attr-defined]
+    assert any("SKIP LOCKED" in statement for statement in prepared)  # the lease's pick
+    assert any("INSERT INTO labels" in statement for statement in prepared)  # the label's store
