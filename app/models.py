@@ -208,11 +208,15 @@ class Lease(Base):
     __table_args__ = (
         UniqueConstraint("pair_id", "rater_id"),
         Index("ix_leases_pair_expiry", "pair_id", "expires_at"),
+        # A rater's live leases in an experiment (the lease's "held" check), as a plain index scan: the leases
+        # table churns (a label deletes its lease), and a bitmap scan over the rater's or the experiment's entries
+        # revisits every dead row until vacuum, where an index scan marks them dead once.
+        Index("ix_leases_rater_expiry", "rater_id", "experiment_id", "expires_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     pair_id: Mapped[int] = mapped_column(ForeignKey("pairs.id", ondelete="CASCADE"))
-    rater_id: Mapped[int] = mapped_column(ForeignKey("raters.id", ondelete="CASCADE"), index=True)
+    rater_id: Mapped[int] = mapped_column(ForeignKey("raters.id", ondelete="CASCADE"))
     experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]

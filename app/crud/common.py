@@ -7,7 +7,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import TypeVar, TypeVarTuple
 
-from sqlalchemy import Select
+from sqlalchemy import ColumnElement, Select
 from sqlalchemy.orm import QueryableAttribute, Session, aliased
 
 from app.errors import NotFound
@@ -44,12 +44,12 @@ def get_or_not_found(session: Session, *, model: type[Row], row_id: int, noun: s
 
 
 def join_pair_segments(
-    query: Select[*Columns], *, pair_id: QueryableAttribute[int] | None = None
+    query: Select[*Columns], *, pair_id: ColumnElement[int] | QueryableAttribute[int] | None = None
 ) -> Select[*Columns]:
     """`query` joined to its pair and that pair's LEFT_SEGMENT and RIGHT_SEGMENT, whose columns it may select.
 
-    `pair_id` is the column naming the pair (`Label.pair_id`, `Lease.pair_id`); None when `query` selects from
-    the pairs table itself.
+    `pair_id` is the column naming the pair (`Label.pair_id`, `Lease.pair_id`, a CTE's column); None when `query`
+    selects from the pairs table itself.
     """
     if pair_id is not None:
         query = query.join(Pair, Pair.id == pair_id)

@@ -140,11 +140,19 @@ def _lease_statements(postgres: bool, excluding: bool) -> dict[str, Prepared]:
     # The pair to lease, in one statement after the lock (on PostgreSQL it then sees the leases of the rater's
     # calls that held the lock before): the oldest pair the rater holds that the caller does not show, for a
     # new term; else, while the rater holds fewer than the cap, the best candidate.
+    # `held`, the rater's live leases on pending pairs, is found once (an index scan of ix_leases_rater_expiry)
+    # for its uses; left to the planner, the hand-back's ORDER BY lease id LIMIT 1 walked every lease by id.
     held = (
-        Lease.experiment_id == experiment_id,
-        Lease.rater_id == rater_id,
-        Lease.expires_at > now,
-        Pair.status == "pending",
+        select(Lease.id.label("lease_id"), Lease.pair_id)
+        .join(Pair, Pair.id == Lease.pair_id)
+        .where(
+            Lease.experiment_id == experiment_id,
+            Lease.rater_id == rater_id,
+            Lease.expires_at > now,
+            Pair.status == "pending",
+        )
+        .cte("held")
+        .prefix_with("MATERIALIZED")
     )
     clip_statuses = (
         LEFT_SEGMENT.clip_status.label("left_clip_status"),
@@ -152,25 +160,22 @@ def _lease_statements(postgres: bool, excluding: bool) -> dict[str, Prepared]:
     )
     pair_columns = (Pair.labels_count, Pair.labels_wanted, Pair.left_segment_id, Pair.right_segment_id)
     handed_back = (
-        join_pair_segments(
-            select(Lease.id.label("lease_id"), Pair.id, *pair_columns, *clip_statuses), pair_id=Lease.pair_id
-        )
-        .where(*held, Pair.id.not_in(shown))
-        .order_by(Lease.id)
+        join_pair_segments(select(held.c.lease_id, Pair.id, *pair_columns, *clip_statuses), pair_id=held.c.pair_id)
+        .where(held.c.pair_id.not_in(shown))
+        .order_by(held.c.lease_id)
         .limit(1)
     )
-    held_pairs = select(Lease.id).join(Pair, Pair.id == Lease.pair_id).where(*held)
-    held_count = select(func.count()).select_from(held_pairs.subquery()).scalar_subquery()
+    held_count = select(func.count()).select_from(held).scalar_subquery()
     candidate = (
         join_pair_segments(select(literal(None, Integer()).label("lease_id"), Pair.id, *pair_columns, *clip_statuses))
         .where(
-            ~held_pairs.where(Pair.id.not_in(shown)).exists(),
+            ~exists().where(held.c.pair_id.not_in(shown)),
             held_count < bindparam("max_held", type_=Integer()),
             Pair.experiment_id == experiment_id,
             Pair.status == "pending",
             Pair.labels_count + live_leases(Pair.id) < Pair.labels_wanted,
             ~exists().where(Label.pair_id == Pair.id, Label.rater_id == rater_id),
-            ~exists().where(Lease.pair_id == Pair.id, Lease.rater_id == rater_id, Lease.expires_at > now),
+            Pair.id.not_in(select(held.c.pair_id)),
         )
         # Highest priority first, then the newest pair (behaviour of the latest policy is the most useful
         # to label); both walk ix_pairs_queue backwards, so no sort and an early stop.

@@ -1,8 +1,10 @@
 """PostgreSQL connections: pooled ones cut by a database restart are replaced, not handed to a request; a request
-waiting for the database holds up no other; the hot path's statements are prepared."""
+waiting for the database holds up no other; the hot path's statements are prepared, and their plans read no
+table whole."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -193,3 +195,40 @@ def test_the_lease_and_label_statements_are_prepared(postgres_url: str, tmp_path
         prepared = client.portal.call(client.app.state.database.read, _prepared_statements)  # type: ignore[attr-defined]
     assert any("SKIP LOCKED" in statement for statement in prepared)  # the lease's pick
     assert any("INSERT INTO labels" in statement for statement in prepared)  # the label's store
+
+
+async def _hot_path_plans(transaction: Transaction) -> dict[str, str]:
+    """Each statement prepared on this connection, with the plan it is run by (a generic plan: see
+    app.driver.POSTGRES_SETTINGS), re-made here under the connection's settings and the current statistics."""
+    plans = {}
+    for statement in await _prepared_statements(transaction):
+        parameters = max((int(number) for number in re.findall(r"\$(\d+)", statement)), default=0)
+        if not parameters:  # not a hot path's (pg_prepared_statements, asked above)
+            continue
+        await transaction.execute(f"PREPARE probe AS {statement}", ())
+        rows = await transaction.execute(f"EXPLAIN EXECUTE probe({', '.join(['NULL'] * parameters)})", ())
+        await transaction.execute("DEALLOCATE probe", ())
+        plans[statement] = "\n".join(line for (line,) in rows)
+    return plans
+
+
+def test_the_hot_paths_plans_made_on_empty_tables_scan_no_table_whole(
+    postgres_url: str, tmp_path: Path, rng: np.random.Generator
+) -> None:
+    """A new deployment's statistics say the labels and leases tables are empty, and the leases table stays small in
+    live rows while its dead ones pile up until vacuum: the plans the hot paths keep for a connection's life must
+    find their rows by index all the same, never by reading the whole table."""
+    with _serving(postgres_url, tmp_path, db_pool_size=1) as client:
+        world = build_world(client, rng, pairs=8, raters=1, name="plans")
+        with _locking_connection(postgres_url) as connection:
+            connection.execute(text("ANALYZE"))  # labels and leases empty, as when a deployment starts
+            connection.commit()
+        for _ in range(3):
+            lease = client.post(f"/api/v1/experiments/{world.experiment_id}/leases", headers=world.rater_headers())
+            body = {"pair_id": lease.json()["pair_id"], "choice": "left"}
+            assert client.post("/api/v1/labels", json=body, headers=world.rater_headers()).status_code == 201
+        assert client.portal is not None
+        plans = client.portal.call(client.app.state.database.read, _hot_path_plans)  # type: ignore[attr-defined]
+    assert any("SKIP LOCKED" in statement for statement in plans)  # the lease's pick is among them
+    scanned = {statement: plan for statement, plan in plans.items() if "Seq Scan" in plan}
+    assert scanned == {}
