@@ -68,10 +68,14 @@ def fmt(value: float | None, spec: str) -> str:
 
 
 def config_hash(config: RunConfig) -> str:
-    """A short hash of everything in the resolved config but the seed: a change of settings is a new run."""
+    """A short hash of everything in the resolved config but the seed: a change of settings is a new run. A
+    true-reward run reads no reward model, so its reward model settings do not count."""
     from dataclasses import replace
 
-    data = replace(config, seed=0).to_dict()
+    from worker.config import RewardModelConfig
+
+    unused = {"reward_model": RewardModelConfig()} if config.true_reward else {}
+    data = replace(config, seed=0, **unused).to_dict()
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -117,6 +117,11 @@ class RewardModelConfig:
     from the labels so far, about the states the policy has visited; without a bound, a state far outside them
     (CartPole's cart drifting to the edge: 30 standard deviations out of the first labels) meets the network's
     linear extrapolation, and PPO chases the reward that grows without limit there."""
+    terminal_reward: bool = False
+    """Learn a reward for how an episode ended, from the observation it ended in: the first step of the absorbing
+    ended state sees that observation (the others stay one state), and PPO gets its reward on the step that
+    ended the episode. Without it every ending is the same state, so in a task that ends in success or in failure
+    (a lander that lands or crashes) the labels about crashes make ending itself look bad, landing included."""
 
 
 @dataclass(frozen=True)

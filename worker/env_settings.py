@@ -330,13 +330,15 @@ def default_settings(env_id: str) -> EnvSettings:
         # Nobody has checked that this env's initial policy shows behaviour worth comparing: a MountainCar whose
         # car never leaves the valley yields answers about fuel alone, and its model is never trusted.
         explore_until_trusted=True,
+        # Nor whether its episodes end one way or several (a lander lands or crashes).
+        reward_model=RewardModelConfig(terminal_reward=True),
         why=(
             "No entry: 8 envs x 256 steps, 10 epochs of 256-sample minibatches and a 3e-4 learning rate (SB3's "
             "PPO defaults, which rl-zoo3's untuned entries keep), reward normalization as rl-zoo3's "
             "`normalize: true` (the reward's scale is unknown), observation normalization where the bounds are "
             "unbounded or far apart, gamma from the episode length, a small entropy bonus for discrete actions, "
-            f"{EPISODES_PER_RUN} episodes of env steps, and state-entropy exploration until the reward model is "
-            "trusted."
+            f"{EPISODES_PER_RUN} episodes of env steps, state-entropy exploration until the reward model is "
+            "trusted, and a learned reward for how an episode ended."
         ),
     )
 

@@ -80,7 +80,8 @@ class RewardEnsemble:
     Inputs are the observation standardized by statistics of the labeled segments (and clipped), the
     action (one-hot for discrete actions) when `use_actions`, and an "ended" flag. In the absorbing ended state
     the observation and action features are zero and the flag is one, so the network learns one reward for "the
-    episode is over".
+    episode is over". With `terminal_reward`, a second flag marks the ended state's first step, whose observation
+    features are those of the observation the episode ended in: a reward for how it ended, once per ending.
     """
 
     def __init__(
@@ -98,7 +99,7 @@ class RewardEnsemble:
         self.config = config
         self.device = device
         self.seed = seed
-        self.in_dim = obs_dim + (action_dim if config.use_actions else 0) + 1
+        self.in_dim = obs_dim + (action_dim if config.use_actions else 0) + (2 if config.terminal_reward else 1)
         self.net = EnsembleMLP(config.ensemble_size, self.in_dim, config.hidden_size).to(device)
         self.obs_mean = np.zeros(obs_dim, dtype=np.float32)
         self.obs_std = np.ones(obs_dim, dtype=np.float32)
@@ -109,21 +110,28 @@ class RewardEnsemble:
         self.reward_scale = 1.0
 
     # ---- features -------------------------------------------------------------------------------------
-    def features(self, obs: np.ndarray, actions: np.ndarray, ended: np.ndarray) -> torch.Tensor:
+    def features(
+        self, obs: np.ndarray, actions: np.ndarray, ended: np.ndarray, ending: np.ndarray | None = None
+    ) -> torch.Tensor:
         """Network input for a batch of steps.
 
         Args:
             obs: (B, obs_dim) raw observations.
             actions: (B,) discrete or (B, action_dim) continuous actions; ignored unless `use_actions`.
             ended: (B,) bool, True in the absorbing ended state.
+            ending: (B,) bool, True at the ended state's first step, whose `obs` is the observation the episode
+                ended in; None: no such step. Seen only with `terminal_reward`.
 
         Returns:
             (B, in_dim) float32 tensor on the model's device.
         """
         alive = (~ended.astype(bool)).astype(np.float32)[:, None]
+        seen = alive  # steps whose observation the network sees
+        if self.config.terminal_reward and ending is not None:
+            seen = np.maximum(alive, ending.astype(np.float32)[:, None])
         standardized = (obs.astype(np.float32) - self.obs_mean) / self.obs_std
         clip = self.config.input_clip
-        parts = [np.clip(standardized, -clip, clip) * alive]
+        parts = [np.clip(standardized, -clip, clip) * seen]
         if self.config.use_actions:
             if self.discrete_actions:
                 action_features = np.eye(self.action_dim, dtype=np.float32)[actions.astype(np.int64).reshape(-1)]
@@ -131,6 +139,8 @@ class RewardEnsemble:
                 action_features = actions.astype(np.float32).reshape(len(obs), -1)
             parts.append(action_features * alive)
         parts.append(1.0 - alive)
+        if self.config.terminal_reward:
+            parts.append(seen - alive)
         return torch.as_tensor(np.concatenate(parts, axis=1), device=self.device)
 
     def segment_features(self, segments: Sequence[Segment]) -> torch.Tensor:
@@ -139,7 +149,10 @@ class RewardEnsemble:
         actions = np.stack([s.actions for s in segments])
         ended = np.stack([s.ended for s in segments])
         count, length = ended.shape
-        flat = self.features(obs.reshape(count * length, -1), actions.reshape(count * length, -1), ended.ravel())
+        ending = ended & ~np.pad(ended, ((0, 0), (1, 0)))[:, :-1]  # the first ended step of each segment
+        flat = self.features(
+            obs.reshape(count * length, -1), actions.reshape(count * length, -1), ended.ravel(), ending.ravel()
+        )
         return flat.reshape(count, length, -1)
 
     # ---- inference ------------------------------------------------------------------------------------
@@ -160,12 +173,22 @@ class RewardEnsemble:
         sums_right = torch.as_tensor(self.segment_sums(right))
         return preference_probability(sums_left, sums_right).numpy()
 
-    def rewards(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    def rewards(
+        self,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        terminated: np.ndarray | None = None,
+        next_obs: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Normalized ensemble-mean reward for steps of a rollout, in one batched call.
 
         Args:
             obs: (T, N, obs_dim) raw observations (never the absorbing state).
             actions: (T, N, *action_shape).
+            terminated: (T, N) bool, the step ended its episode; with `terminal_reward` and `next_obs`, such a
+                step also gets the reward of the ended state's first step, the one step of it that differs from
+                the others (which are worth `reward_offset` when anchored on it).
+            next_obs: (T, N, obs_dim) the observation after each step (the final one where it ended an episode).
 
         Returns:
             (T, N) float32 rewards, shifted by `reward_offset` and divided by `reward_scale`; zeros while the
@@ -179,6 +202,14 @@ class RewardEnsemble:
             obs.reshape(count, -1), actions.reshape(count, -1), np.zeros(count, dtype=bool)
         )
         raw = self.member_rewards(feats).mean(0).cpu().numpy()
+        if self.config.terminal_reward and terminated is not None and next_obs is not None:
+            ends = terminated.reshape(count)
+            if ends.any():
+                final = next_obs.reshape(count, -1)[ends]
+                no_action = np.zeros((len(final), 1 if self.discrete_actions else self.action_dim))
+                everywhere = np.ones(len(final), dtype=bool)
+                ending = self.features(final, no_action, everywhere, everywhere)
+                raw[ends] += self.member_rewards(ending).mean(0).cpu().numpy() - self.reward_offset
         return ((raw - self.reward_offset) / self.reward_scale).reshape(batch_shape).astype(np.float32)
 
     def set_normalization(

@@ -22,7 +22,8 @@ class Segment:
     with an absorbing "ended" state: zero observation, `ended` True, zero true reward. See worker/segments.py.
 
     Attributes:
-        obs: (L, obs_dim) float32 observations; zeros where `ended`.
+        obs: (L, obs_dim) float32 observations; zeros where `ended`, but at the first ended step the observation
+            the episode ended in, where known (see RewardModelConfig.terminal_reward).
         actions: (L, *action_shape) actions taken (int64 for discrete, float32 for continuous); zeros where
             `ended`.
         true_rewards: (L,) float32 environment rewards, 0 in the absorbing state. NaN when unknown (humans).

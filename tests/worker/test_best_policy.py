@@ -24,7 +24,7 @@ def always(learner: Learner, action: int) -> dict:
     return learner.ppo.policy_state()
 
 
-def pushes_right(obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+def pushes_right(obs: np.ndarray, actions: np.ndarray, terminated: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
     """A learned reward that pays for pushing right: (1, B) steps -> (1, B)."""
     return (np.asarray(actions) == 1).astype(np.float32)
 
@@ -53,7 +53,7 @@ def test_the_snapshot_with_the_best_learned_return_is_kept_and_ties_go_to_the_la
     returns = [c["learned_return"] for c in learner.chosen_policy["candidates"]]
     assert returns[0] == returns[2] == returns[3] == 0 < returns[1]
 
-    learner.reward_model.rewards = lambda obs, actions: np.zeros(np.shape(actions), np.float32)  # type: ignore[method-assign]
+    learner.reward_model.rewards = lambda obs, actions, *_ending: np.zeros(np.shape(actions), np.float32)  # type: ignore[method-assign]
     learner.snapshots = [(512, always(learner, 1))]
     learner.ppo.load_policy_state(always(learner, 0))
     learner.keep_best_policy()

@@ -146,3 +146,44 @@ def test_a_model_that_does_not_beat_chance_on_held_out_labels_gives_zero_reward(
     assert model.beats_chance
     model.validation_strict, model.validation_accuracy = 4, 0.5  # too few to judge
     assert model.beats_chance
+
+
+def ending_segment(rng, landed: bool) -> Segment:
+    """Live steps that say nothing of the outcome, then an ending worth ±5 that only the observation the episode
+    ended in shows (its first coordinate ±1), as a lander's landing or crash."""
+    live = int(rng.integers(3, LENGTH - 1))
+    obs = np.zeros((LENGTH, 3), np.float32)
+    obs[:live] = rng.normal(size=(live, 3))
+    obs[live] = [1.0 if landed else -1.0, 0.0, 0.0]  # the final observation, at the first ended step
+    rewards = np.zeros(LENGTH, np.float32)
+    rewards[live - 1] = 5.0 if landed else -5.0  # the event comes with the step that ended the episode
+    return Segment(obs, np.zeros(LENGTH, np.int64), rewards, np.arange(LENGTH) >= live)
+
+
+def test_terminal_reward_tells_a_landing_from_a_crash(rng):
+    teacher = make_teacher("perfect", rng)
+    segments = [tuple(ending_segment(rng, bool(rng.integers(2))) for _side in range(2)) for _ in range(200)]
+    answers = teacher.answer(segments)
+    labeled = [LabeledPair(a, b, c, i) for i, ((a, b), c) in enumerate(zip(segments, answers, strict=True))]
+    fresh_rng = np.random.default_rng(11)
+    fresh = [(ending_segment(fresh_rng, True), ending_segment(fresh_rng, False)) for _ in range(100)]
+    fresh_labeled = [LabeledPair(a, b, "left", i) for i, (a, b) in enumerate(fresh)]
+
+    one_ending = make_model()
+    one_ending.fit(labeled)
+    assert one_ending.accuracy(fresh_labeled) < 0.7  # every ending is the same state: a coin, near enough
+
+    model = make_model(terminal_reward=True)
+    model.fit(labeled)
+    assert model.accuracy(fresh_labeled) > 0.95
+    # PPO gets the ending's reward on the step that ended the episode, and only there.
+    model.set_normalization([s for pair in segments for s in pair], anchor_on_ended=True)
+    obs = rng.normal(size=(2, 2, 3)).astype(np.float32)
+    terminated = np.array([[True, True], [False, False]])
+    next_obs = np.zeros((2, 2, 3), np.float32)
+    next_obs[0, 0, 0], next_obs[0, 1, 0] = 1.0, -1.0  # landed, crashed
+    with_endings = model.rewards(obs, np.zeros((2, 2), np.int64), terminated, next_obs)
+    without = model.rewards(obs, np.zeros((2, 2), np.int64))
+    landing_bonus, crash_bonus = with_endings[0] - without[0]
+    assert landing_bonus > 1.0 > -1.0 > crash_bonus
+    np.testing.assert_array_equal(with_endings[1], without[1])
