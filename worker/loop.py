@@ -116,6 +116,7 @@ class Learner:
             config.reward_model,
             self.device,
             config.seed,
+            terminal_weight=config.segment_length / 2,
         )
         self.logger = MetricsLogger()
         self.exploration = StateEntropyBonus(spaces.obs_shape[0])

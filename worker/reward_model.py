@@ -92,13 +92,20 @@ class RewardEnsemble:
         config: RewardModelConfig,
         device: torch.device,
         seed: int,
+        terminal_weight: float = 1.0,
     ) -> None:
+        """`terminal_weight`: how many steps the reward for how an episode ended (`RewardModelConfig.
+        terminal_reward`) counts for, in a segment's sum and in PPO's reward. Counted once, weight decay made the
+        network spread what an ending is worth over the ended steps after it instead, so ending itself looked bad
+        (LunarLander's crashes made landing look like crashing); a segment that reaches a termination holds
+        half its length of ended steps on average, which the Learner passes."""
         self.obs_dim = obs_dim
         self.action_dim = action_dim
         self.discrete_actions = discrete_actions
         self.config = config
         self.device = device
         self.seed = seed
+        self.terminal_weight = terminal_weight
         self.in_dim = obs_dim + (action_dim if config.use_actions else 0) + (2 if config.terminal_reward else 1)
         self.net = EnsembleMLP(config.ensemble_size, self.in_dim, config.hidden_size).to(device)
         self.obs_mean = np.zeros(obs_dim, dtype=np.float32)
@@ -161,7 +168,13 @@ class RewardEnsemble:
         """(M, *batch) raw rewards of every member for features of shape (*batch, in_dim)."""
         batch_shape = features.shape[:-1]
         flat = features.reshape(1, -1, features.shape[-1]).expand(self.config.ensemble_size, -1, -1)
-        return self.net(flat).reshape(self.config.ensemble_size, *batch_shape)
+        return self._weighted(self.net(flat), flat).reshape(self.config.ensemble_size, *batch_shape)
+
+    def _weighted(self, rewards: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """(M, B) rewards, the ended state's first step counted `terminal_weight` times; features (M, B, in_dim)."""
+        if not self.config.terminal_reward:
+            return rewards
+        return rewards * (1.0 + (self.terminal_weight - 1.0) * features[..., -1])
 
     def segment_sums(self, segments: Sequence[Segment]) -> np.ndarray:
         """(M, S) each member's summed reward over each segment."""
@@ -364,7 +377,8 @@ class RewardEnsemble:
     def _sums(self, features: torch.Tensor) -> torch.Tensor:
         """(M, b) summed rewards from per-member features of shape (M, b, L, in_dim)."""
         members, count, length, in_dim = features.shape
-        return self.net(features.reshape(members, count * length, in_dim)).reshape(members, count, length).sum(-1)
+        flat = features.reshape(members, count * length, in_dim)
+        return self._weighted(self.net(flat), flat).reshape(members, count, length).sum(-1)
 
     @torch.no_grad()
     def _member_losses(self, left: torch.Tensor, right: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

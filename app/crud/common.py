@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import UTC, datetime
-from typing import TypeVar, TypeVarTuple
+from typing import Any, TypeVar, TypeVarTuple
 
 from sqlalchemy import ColumnElement, Select
 from sqlalchemy.orm import QueryableAttribute, Session, aliased
 
 from app.errors import NotFound
-from app.models import Pair, Segment
+from app.models import Lease, Pair, Segment
 
 Row = TypeVar("Row")
 Columns = TypeVarTuple("Columns")
@@ -41,6 +41,17 @@ def get_or_not_found(session: Session, *, model: type[Row], row_id: int, noun: s
     if row is None:
         raise NotFound(f"{noun}_id", f"no {noun} {row_id}")
     return row
+
+
+def held_leases(experiment_id: Any, rater_id: Any, now: Any) -> tuple[ColumnElement[bool], ...]:
+    """Conditions on a Lease joined to its Pair for a lease the rater holds in the experiment: live, on a pending
+    pair (values or bind parameters)."""
+    return (
+        Lease.experiment_id == experiment_id,
+        Lease.rater_id == rater_id,
+        Lease.expires_at > now,
+        Pair.status == "pending",
+    )
 
 
 def join_pair_segments(

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
-from app.crud.common import LEFT_SEGMENT, RIGHT_SEGMENT, as_utc, join_pair_segments
+from app.crud.common import LEFT_SEGMENT, RIGHT_SEGMENT, as_utc, held_leases, join_pair_segments
 from app.crud.experiments import get_experiment
 from app.db import is_sqlite, write_transaction
 from app.errors import Conflict, Invalid, NotFound
@@ -65,12 +65,7 @@ def rater_progress(session: Session, *, experiment_id: int, rater_id: int) -> Ra
         select(func.count())
         .select_from(Lease)
         .join(Pair, Pair.id == Lease.pair_id)
-        .where(
-            Lease.experiment_id == experiment_id,
-            Lease.rater_id == rater_id,
-            Lease.expires_at > now,
-            Pair.status == "pending",
-        )
+        .where(*held_leases(experiment_id, rater_id, now))
     )
     return RaterProgress(
         labels=labels or 0, pairs_waiting=waiting or 0, held_by_others=held_by_others or 0, holding=holding or 0

@@ -14,7 +14,14 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
-from app.crud.common import LEFT_SEGMENT, RIGHT_SEGMENT, as_utc, get_or_not_found, join_pair_segments
+from app.crud.common import (
+    LEFT_SEGMENT,
+    RIGHT_SEGMENT,
+    as_utc,
+    get_or_not_found,
+    held_leases,
+    join_pair_segments,
+)
 from app.crud.experiments import get_experiment
 from app.db import blocking_twin, write_transaction
 from app.driver import Prepared, Transaction
@@ -145,12 +152,7 @@ def _lease_statements(postgres: bool, excluding: bool) -> dict[str, Prepared]:
     held = (
         select(Lease.id.label("lease_id"), Lease.pair_id)
         .join(Pair, Pair.id == Lease.pair_id)
-        .where(
-            Lease.experiment_id == experiment_id,
-            Lease.rater_id == rater_id,
-            Lease.expires_at > now,
-            Pair.status == "pending",
-        )
+        .where(*held_leases(experiment_id, rater_id, now))
         .cte("held")
         .prefix_with("MATERIALIZED")
     )

@@ -26,8 +26,9 @@ def labeled_pairs(rng, count, teacher_name="perfect"):
     return [LabeledPair(a, b, c, i) for i, ((a, b), c) in enumerate(zip(pairs, teacher.answer(pairs), strict=True))]
 
 
-def make_model(seed=0, **overrides) -> RewardEnsemble:
-    return RewardEnsemble(3, 2, True, RewardModelConfig(**overrides), torch.device("cpu"), seed)
+def make_model(seed=0, terminal_weight=1.0, **overrides) -> RewardEnsemble:
+    config = RewardModelConfig(**overrides)
+    return RewardEnsemble(3, 2, True, config, torch.device("cpu"), seed, terminal_weight=terminal_weight)
 
 
 def test_ensemble_learns_a_known_reward_from_perfect_labels(rng):
@@ -173,9 +174,10 @@ def test_terminal_reward_tells_a_landing_from_a_crash(rng):
     one_ending.fit(labeled)
     assert one_ending.accuracy(fresh_labeled) < 0.7  # every ending is the same state: a coin, near enough
 
-    model = make_model(terminal_reward=True)
-    model.fit(labeled)
-    assert model.accuracy(fresh_labeled) > 0.95
+    for weight in (1.0, LENGTH / 2):  # the ending counted once, and as many steps as the Learner counts it
+        model = make_model(terminal_reward=True, terminal_weight=weight)
+        model.fit(labeled)
+        assert model.accuracy(fresh_labeled) > 0.95
     # PPO gets the ending's reward on the step that ended the episode, and only there.
     model.set_normalization([s for pair in segments for s in pair], anchor_on_ended=True)
     obs = rng.normal(size=(2, 2, 3)).astype(np.float32)
