@@ -168,13 +168,19 @@ class RewardEnsemble:
         """(M, *batch) raw rewards of every member for features of shape (*batch, in_dim)."""
         batch_shape = features.shape[:-1]
         flat = features.reshape(1, -1, features.shape[-1]).expand(self.config.ensemble_size, -1, -1)
-        return self._weighted(self.net(flat), flat).reshape(self.config.ensemble_size, *batch_shape)
+        return self._net_rewards(flat).reshape(self.config.ensemble_size, *batch_shape)
 
-    def _weighted(self, rewards: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """(M, B) rewards, the ended state's first step counted `terminal_weight` times; features (M, B, in_dim)."""
+    def _net_rewards(self, features: torch.Tensor) -> torch.Tensor:
+        """(M, B) each member's reward for its own features (M, B, in_dim), the ended state's first step counted
+        `terminal_weight` times."""
+        rewards = self.net(features)
         if not self.config.terminal_reward:
             return rewards
         return rewards * (1.0 + (self.terminal_weight - 1.0) * features[..., -1])
+
+    def _no_actions(self, count: int) -> np.ndarray:
+        """Action inputs for `count` steps of the ended state (zeroed by `features` anyway)."""
+        return np.zeros((count, 1 if self.discrete_actions else self.action_dim))
 
     def segment_sums(self, segments: Sequence[Segment]) -> np.ndarray:
         """(M, S) each member's summed reward over each segment."""
@@ -219,9 +225,8 @@ class RewardEnsemble:
             ends = terminated.reshape(count)
             if ends.any():
                 final = next_obs.reshape(count, -1)[ends]
-                no_action = np.zeros((len(final), 1 if self.discrete_actions else self.action_dim))
                 everywhere = np.ones(len(final), dtype=bool)
-                ending = self.features(final, no_action, everywhere, everywhere)
+                ending = self.features(final, self._no_actions(len(final)), everywhere, everywhere)
                 raw[ends] += self.member_rewards(ending).mean(0).cpu().numpy() - self.reward_offset
         return ((raw - self.reward_offset) / self.reward_scale).reshape(batch_shape).astype(np.float32)
 
@@ -249,8 +254,7 @@ class RewardEnsemble:
         alive = ~torch.as_tensor(np.stack([s.ended for s in recent_segments]), device=self.device)
         step_rewards = self.member_rewards(feats).mean(0)[alive]
         if anchor_on_ended:
-            no_action = np.zeros((1, 1 if self.discrete_actions else self.action_dim))
-            absorbing = self.features(np.zeros((1, self.obs_dim), np.float32), no_action, np.ones(1, bool))
+            absorbing = self.features(np.zeros((1, self.obs_dim), np.float32), self._no_actions(1), np.ones(1, bool))
             self.reward_offset = float(self.member_rewards(absorbing).mean())
         else:
             self.reward_offset = float(step_rewards.mean())
@@ -377,8 +381,8 @@ class RewardEnsemble:
     def _sums(self, features: torch.Tensor) -> torch.Tensor:
         """(M, b) summed rewards from per-member features of shape (M, b, L, in_dim)."""
         members, count, length, in_dim = features.shape
-        flat = features.reshape(members, count * length, in_dim)
-        return self._weighted(self.net(flat), flat).reshape(members, count, length).sum(-1)
+        rewards = self._net_rewards(features.reshape(members, count * length, in_dim))
+        return rewards.reshape(members, count, length).sum(-1)
 
     @torch.no_grad()
     def _member_losses(self, left: torch.Tensor, right: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -177,6 +177,20 @@ def _wait_for_a_lock_wait(url: str) -> None:
     raise AssertionError("no request waits for the lock")
 
 
+def _label_leased_pairs(client: TestClient, world: Any, count: int) -> None:
+    """The rater leases a pair and labels it, `count` times, through the hot paths."""
+    for _ in range(count):
+        lease = client.post(f"/api/v1/experiments/{world.experiment_id}/leases", headers=world.rater_headers())
+        body = {"pair_id": lease.json()["pair_id"], "choice": "left"}
+        assert client.post("/api/v1/labels", json=body, headers=world.rater_headers()).status_code == 201
+
+
+def _on_hot_path_pool(client: TestClient, function: Any) -> Any:
+    """`function(transaction)` on the hot paths' pool, in the loop that serves the client's requests."""
+    assert client.portal is not None
+    return client.portal.call(client.app.state.database.read, function)  # type: ignore[attr-defined]
+
+
 async def _prepared_statements(transaction: Transaction) -> list[str]:
     rows = await transaction.execute("SELECT statement FROM pg_prepared_statements", ())
     return [statement for (statement,) in rows]
@@ -186,13 +200,8 @@ def test_the_lease_and_label_statements_are_prepared(postgres_url: str, tmp_path
     """The hot paths' statements are prepared on their connection (asyncpg prepares and caches each one)."""
     with _serving(postgres_url, tmp_path, db_pool_size=1) as client:
         world = build_world(client, rng, pairs=8, raters=1, name="prepared")
-        for _ in range(8):
-            lease = client.post(f"/api/v1/experiments/{world.experiment_id}/leases", headers=world.rater_headers())
-            body = {"pair_id": lease.json()["pair_id"], "choice": "left"}
-            assert client.post("/api/v1/labels", json=body, headers=world.rater_headers()).status_code == 201
-        # On the hot paths' pool (one connection), in the loop that serves the client's requests.
-        assert client.portal is not None
-        prepared = client.portal.call(client.app.state.database.read, _prepared_statements)  # type: ignore[attr-defined]
+        _label_leased_pairs(client, world, 8)
+        prepared = _on_hot_path_pool(client, _prepared_statements)  # its one connection
     assert any("SKIP LOCKED" in statement for statement in prepared)  # the lease's pick
     assert any("INSERT INTO labels" in statement for statement in prepared)  # the label's store
 
@@ -223,12 +232,8 @@ def test_the_hot_paths_plans_made_on_empty_tables_scan_no_table_whole(
         with _locking_connection(postgres_url) as connection:
             connection.execute(text("ANALYZE"))  # labels and leases empty, as when a deployment starts
             connection.commit()
-        for _ in range(3):
-            lease = client.post(f"/api/v1/experiments/{world.experiment_id}/leases", headers=world.rater_headers())
-            body = {"pair_id": lease.json()["pair_id"], "choice": "left"}
-            assert client.post("/api/v1/labels", json=body, headers=world.rater_headers()).status_code == 201
-        assert client.portal is not None
-        plans = client.portal.call(client.app.state.database.read, _hot_path_plans)  # type: ignore[attr-defined]
+        _label_leased_pairs(client, world, 3)
+        plans = _on_hot_path_pool(client, _hot_path_plans)
     assert any("SKIP LOCKED" in statement for statement in plans)  # the lease's pick is among them
     scanned = {statement: plan for statement, plan in plans.items() if "Seq Scan" in plan}
     assert scanned == {}
