@@ -56,6 +56,7 @@ from app.live_server import FACTORY, ServerProcess
 
 ADMIN_TOKEN = "bench-admin-token"
 POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
+BENCH = Path(__file__).resolve().parent
 
 
 @dataclass
@@ -126,7 +127,8 @@ def start_server(database_url: str | None, data_dir: Path, workers: int = 1) -> 
         "RLHF_DATA_DIR": str(data_dir),
         "RLHF_ADMIN_TOKEN": ADMIN_TOKEN,
         "RLHF_LEASE_SECONDS": "600",  # longer than the run: any pair leased twice is a real double lease
-        "PYTHONPATH": str(Path(__file__).resolve().parent),  # finds bare_app
+        # finds bare_app, and keeps the caller's path (a profiling hook, say)
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH), os.environ.get("PYTHONPATH")])),
     }
     app = FACTORY if database_url else ("bare_app:app",)
     return ServerProcess(env, app=app, web_processes=workers, startup_timeout_s=30)

@@ -8,7 +8,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Executable, Integer, String, and_, bindparam, case, delete, func, insert, select, update
+from sqlalchemy import (
+    Executable,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -46,9 +60,10 @@ def _label_statements(postgres: bool) -> dict[str, Any]:
     """The label path's statements, each a Prepared but "store": the statements that store a label, in order."""
     pair_id, rater_id = bindparam("pair_id", type_=Integer()), bindparam("rater_id", type_=Integer())
     key = bindparam("key", type_=String())
-    # Everything submit_label checks, in one statement: the pair (locked on PostgreSQL, so labels and leases
-    # of one pair take turns), the rater's lease on it, whether the rater labeled it, and the label already
-    # stored under the idempotency key.
+    # Everything submit_label checks, in one statement: the pair, the rater's lease on it, whether the rater
+    # labeled it, and the label already stored under the idempotency key. In a transaction on PostgreSQL the
+    # pair is locked, so that labels and leases of one pair take turns until it commits ("locked_state"); a
+    # statement on its own would hold the lock only while it runs, and pay a WAL flush for taking it.
     state = (
         select(
             Pair.experiment_id,
@@ -87,16 +102,39 @@ def _label_statements(postgres: bool) -> dict[str, Any]:
         )
     )
     store: list[Executable]
+    claim: Prepared | None = None
     if postgres:
-        dropped = drop_lease.returning(Lease.pair_id).cte("dropped")
-        claimed = select(*new_values.values()).select_from(dropped)
-        stored = insert(Label).from_select(list(new_values), claimed).returning(Label.id).cte("stored")
-        counted = count_label.where(Pair.id.in_(select(dropped.c.pair_id))).cte("counted")
-        store = [select(stored.c.id).add_cte(counted)]
+
+        def claim_and_store(*lease: Any) -> Executable:
+            """Deletes the lease, and only if that took it, inserts the label and counts it: (id, experiment_id)."""
+            dropped = delete(Lease).where(*lease).returning(Lease.pair_id, Lease.experiment_id).cte("dropped")
+            columns = {**new_values, "experiment_id": dropped.c.experiment_id}
+            claimed = select(*columns.values()).select_from(dropped)
+            stored = (
+                insert(Label).from_select(list(columns), claimed).returning(Label.id, Label.experiment_id)
+            ).cte("stored")
+            counted = count_label.where(Pair.id.in_(select(dropped.c.pair_id))).cte("counted")
+            return select(stored.c.id, stored.c.experiment_id).add_cte(counted)
+
+        store = [claim_and_store(Lease.id == bindparam("lease_id", type_=Integer()))]
+        # Tried before the checks: a label on a live lease, under a pair and key the rater has not used, is
+        # stored in one statement (one round trip); anything else stores nothing, and the checks say why.
+        claim = Prepared(
+            claim_and_store(
+                Lease.pair_id == pair_id,
+                Lease.rater_id == rater_id,
+                Lease.expires_at > bindparam("now", type_=Lease.expires_at.type),
+                ~exists().where(
+                    Label.rater_id == rater_id, or_(Label.pair_id == pair_id, Label.idempotency_key == key)
+                ),
+            )
+        )
     else:
         store = [insert_label, drop_lease, count_label]
     return {
-        "state": Prepared(state.with_for_update(of=Pair) if postgres else state),
+        "claim": claim,
+        "state": Prepared(state),
+        "locked_state": Prepared(state.with_for_update(of=Pair) if postgres else state),
         "label": Prepared(select(*Label.__table__.columns).where(Label.id == bindparam("label_id"))),
         "others_live": Prepared(
             select(func.count())
@@ -126,8 +164,9 @@ async def label_in(
     label: the same key and body get it back, anything else a conflict. On PostgreSQL a request that waited for
     the pair's row lock reads the rest from before the wait, which is why the checks are asked again.
 
-    On PostgreSQL the usual label is two statements, the checks and the claim, and needs no transaction around
-    them (DatabaseRunner.write); a late label asks for one (NeedsTransaction).
+    On PostgreSQL the usual label (a live lease, a key not used before) is one statement, the claim, which
+    needs no transaction (DatabaseRunner.write); only when it stores nothing do the checks run, to say why. A late
+    label asks for a transaction (NeedsTransaction).
 
     Returns:
         (label, created): created is False for a replay. The label is detached from any session.
@@ -152,7 +191,23 @@ async def _label_once(
     """label_in's checks and write; None when the write found the rater's lease gone since the checks."""
     statements = _label_statements(transaction.dialect.name == "postgresql")
     keys = {"pair_id": pair_id, "rater_id": rater_id}
-    state = await statements["state"].first(transaction, {**keys, "key": idempotency_key})
+    now = utcnow()
+    values = {
+        "pair_id": pair_id,
+        "rater_id": rater_id,
+        "choice": choice,
+        "response_time_ms": response_time_ms,
+        "idempotency_key": idempotency_key,
+        "created_at": now,
+    }
+    new_values = {f"new_{name}": value for name, value in values.items()}
+    if statements["claim"] is not None:
+        claim_params = {**new_values, **keys, "key": idempotency_key, "now": now}
+        stored = await statements["claim"].first(transaction, claim_params)
+        if stored is not None:
+            return Label(id=stored.id, experiment_id=stored.experiment_id, **values), True
+    checks = statements["locked_state" if transaction.atomic else "state"]
+    state = await checks.first(transaction, {**keys, "key": idempotency_key})
     if state is None:
         raise NotFound("pair_id", f"no pair {pair_id}")
     if state.key_label_id is not None:
@@ -164,7 +219,6 @@ async def _label_once(
         raise Conflict("pair_id", "this rater already labeled the pair")
     if state.lease_id is None:
         raise Conflict("pair_id", "the rater does not hold a lease on this pair")
-    now = utcnow()
     if as_utc(state.lease_expires_at) <= now:
         if not transaction.atomic:
             raise NeedsTransaction  # the pair's other leases must not change between this count and the insert
@@ -172,21 +226,12 @@ async def _label_once(
         others = await statements["others_live"].scalar(transaction, {**keys, "now": now}) or 0
         if state.status != "pending" or state.labels_count + others >= state.labels_wanted:
             raise Conflict("pair_id", "the lease expired and the pair went to another rater")
-    values = {
-        "experiment_id": state.experiment_id,
-        "pair_id": pair_id,
-        "rater_id": rater_id,
-        "choice": choice,
-        "response_time_ms": response_time_ms,
-        "idempotency_key": idempotency_key,
-        "created_at": now,
-    }
     first, *rest = statements["store"]
     ids = {"lease_id": state.lease_id, "pair_id": pair_id}
-    label_id = await first.scalar(transaction, {**{f"new_{k}": v for k, v in values.items()}, **ids})
+    label_id = await first.scalar(transaction, {**new_values, "new_experiment_id": state.experiment_id, **ids})
     for statement in rest:
         await statement.run(transaction, ids)
-    return None if label_id is None else (Label(id=label_id, **values), True)
+    return None if label_id is None else (Label(id=label_id, experiment_id=state.experiment_id, **values), True)
 
 
 submit_label = blocking_twin(label_in)

@@ -144,6 +144,10 @@ def _lease_statements(postgres: bool, excluding: bool) -> dict[str, Prepared]:
         # FOR NO KEY UPDATE: a plain FOR UPDATE would also block the foreign-key checks of the rater's own label
         # inserts, and a label waiting on this row while holding its pair's lock deadlocked with leases.
         rater = rater.with_for_update(key_share=True)
+        # The lease commits without waiting for its WAL flush (asynchronous commit, about 0.3 ms here): a lease
+        # is a claim that expires anyway, and one lost in a crash of the database server costs nothing kept (the
+        # pair is leased again). Labels, undos and everything else keep the synchronous commit.
+        rater = rater.add_columns(func.set_config("synchronous_commit", "off", True))
     # The pair to lease, in one statement after the lock (on PostgreSQL it then sees the leases of the rater's
     # calls that held the lock before): the oldest pair the rater holds that the caller does not show, for a
     # new term; else, while the rater holds fewer than the cap, the best candidate.

@@ -19,7 +19,8 @@ from helpers import ADMIN_TOKEN, build_world
 from sqlalchemy import Connection, create_engine, text
 
 import app.db
-from app.driver import Transaction
+from app import crud
+from app.driver import AsyncTransaction, Transaction
 from app.main import create_app
 from app.settings import Settings
 
@@ -237,3 +238,58 @@ def test_the_hot_paths_plans_made_on_empty_tables_scan_no_table_whole(
     assert any("SKIP LOCKED" in statement for statement in plans)  # the lease's pick is among them
     scanned = {statement: plan for statement, plan in plans.items() if "Seq Scan" in plan}
     assert scanned == {}
+
+
+async def _lease_and_its_commit_mode(transaction: Transaction, experiment_id: int, rater_id: int) -> tuple[Any, str]:
+    info = await crud.lease_in(transaction, experiment_id=experiment_id, rater_id=rater_id, lease_seconds=60)
+    rows = await transaction.execute("SHOW synchronous_commit", ())
+    return info, rows[0][0]
+
+
+async def _commit_mode(transaction: Transaction) -> str:
+    rows = await transaction.execute("SHOW synchronous_commit", ())
+    return str(rows[0][0])
+
+
+def test_a_lease_commits_without_waiting_for_its_wal_flush_and_nothing_after_it_does(
+    postgres_url: str, tmp_path: Path, rng: np.random.Generator
+) -> None:
+    """A lease is a claim that expires anyway: its transaction commits asynchronously (no WAL flush to wait
+    for). The setting is the transaction's own: on the same connection, the label after it commits durably."""
+    with _serving(postgres_url, tmp_path, db_pool_size=1) as client:
+        world = build_world(client, rng, pairs=2, raters=1, name="commit-mode")
+        database = client.app.state.database  # type: ignore[attr-defined]
+        assert client.portal is not None
+        info, in_lease = client.portal.call(
+            database.transact, _lease_and_its_commit_mode, world.experiment_id, world.rater_ids[0]
+        )
+        after_lease = _on_hot_path_pool(client, _commit_mode)  # the pool's one connection, as the label's
+        body = {"pair_id": info.pair_id, "choice": "left"}
+        assert client.post("/api/v1/labels", json=body, headers=world.rater_headers()).status_code == 201
+    assert (in_lease, after_lease) == ("off", "on")
+
+
+def test_a_label_on_a_live_lease_is_one_statement(
+    postgres_url: str, tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each statement on PostgreSQL is a round trip: the usual label (a live lease, a new key) claims the lease and
+    stores the label in one; a replay of its key takes the checks' statements as well and stores nothing new."""
+    statements: list[str] = []
+    execute = AsyncTransaction.execute
+
+    async def counted(self: AsyncTransaction, sql: str, params: Any) -> list[Any]:
+        statements.append(sql)
+        return await execute(self, sql, params)
+
+    with _serving(postgres_url, tmp_path) as client:
+        world = build_world(client, rng, pairs=2, raters=1, name="one-statement")
+        lease = client.post(f"/api/v1/experiments/{world.experiment_id}/leases", headers=world.rater_headers())
+        body = {"pair_id": lease.json()["pair_id"], "choice": "left", "idempotency_key": "k1"}
+        monkeypatch.setattr(AsyncTransaction, "execute", counted)
+        first = client.post("/api/v1/labels", json=body, headers=world.rater_headers())
+        stored_with = len(statements)
+        replay = client.post("/api/v1/labels", json=body, headers=world.rater_headers())
+    assert first.status_code == replay.status_code == 201
+    assert first.json() == replay.json()
+    assert stored_with == 1
+    assert len(statements) > 2  # the replay: the claim found no lease, then the checks and the stored label
