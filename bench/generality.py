@@ -20,7 +20,7 @@ Every run is one process with one torch thread (OMP_NUM_THREADS=1); --jobs N run
 are appended to the results file and reused by a later invocation (same env, variant, seed, labels, env steps
 and resolved settings), so the table can be finished in several sittings.
 
-    python bench/generality.py --jobs 2                          # everything: about 45 min on 2 cores
+    python bench/generality.py --jobs 2                          # everything: about an hour on 2 cores
     python bench/generality.py --envs LunarLander-v3 --seeds 0    # one env, one seed
     python bench/generality.py --table                           # the table and plot from the results file
     python bench/generality.py --timesteps 4096 --labels-scale 0.02 --seeds 0 --out /tmp/g.jsonl  # smoke

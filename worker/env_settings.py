@@ -257,8 +257,10 @@ ENV_SETTINGS.update(
 
 
 # ---- an env without an entry -------------------------------------------------------------------------------
-EPISODES_PER_RUN = 400
-"""Env steps per run without tuned settings: this many episodes of the registered time limit..."""
+EPISODES_PER_RUN = 1000
+"""Env steps per run without tuned settings: this many episodes of the registered time limit (rl-zoo3 trains
+LunarLander 1M steps; at 400 episodes, true-reward PPO on these defaults reached its return on 1 seed of 3,
+at 1000 on all 3)..."""
 MIN_TIMESTEPS = 200_000
 """...and at least this many: the learned reward needs about that long to settle on short-episode tasks."""
 EPISODE_STEPS_CAP = 10_000

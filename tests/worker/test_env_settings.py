@@ -31,7 +31,7 @@ def test_an_env_without_an_entry_gets_defaults_derived_from_its_spaces_and_episo
     assert "MountainCarContinuous-v0" not in ENV_SETTINGS
     car = settings_for("MountainCarContinuous-v0")  # 999-step episodes, position 1.8 wide, velocity 0.14
     assert car is default_settings("MountainCarContinuous-v0")
-    assert (car.timesteps, car.ppo.gamma, car.ppo.norm_obs, car.ppo.norm_reward) == (400_000, 0.996, True, True)
+    assert (car.timesteps, car.ppo.gamma, car.ppo.norm_obs, car.ppo.norm_reward) == (1_000_000, 0.996, True, True)
     assert car.ppo.ent_coef == 0.0  # continuous actions
     pendulum = default_settings("Pendulum-v1")  # 200-step episodes, bounds 2, 2 and 16 apart
     assert (pendulum.timesteps, pendulum.ppo.gamma, pendulum.ppo.norm_obs) == (MIN_TIMESTEPS, 0.98, True)
