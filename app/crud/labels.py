@@ -57,7 +57,8 @@ def _lock_pair(session: Session, *, pair_id: int) -> Pair:
 # than running them.
 @functools.cache
 def _label_statements(postgres: bool) -> dict[str, Any]:
-    """The label path's statements, each a Prepared but "store": the statements that store a label, in order."""
+    """The label path's statements, each a Prepared but "store" (the statements that store a label, in order)
+    and "claim" (PostgreSQL's one-statement label, None elsewhere)."""
     pair_id, rater_id = bindparam("pair_id", type_=Integer()), bindparam("rater_id", type_=Integer())
     key = bindparam("key", type_=String())
     # Everything submit_label checks, in one statement: the pair, the rater's lease on it, whether the rater
@@ -131,10 +132,11 @@ def _label_statements(postgres: bool) -> dict[str, Any]:
         )
     else:
         store = [insert_label, drop_lease, count_label]
+    checks = Prepared(state)
     return {
         "claim": claim,
-        "state": Prepared(state),
-        "locked_state": Prepared(state.with_for_update(of=Pair) if postgres else state),
+        "state": checks,
+        "locked_state": Prepared(state.with_for_update(of=Pair)) if postgres else checks,
         "label": Prepared(select(*Label.__table__.columns).where(Label.id == bindparam("label_id"))),
         "others_live": Prepared(
             select(func.count())

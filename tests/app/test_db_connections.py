@@ -240,15 +240,14 @@ def test_the_hot_paths_plans_made_on_empty_tables_scan_no_table_whole(
     assert scanned == {}
 
 
-async def _lease_and_its_commit_mode(transaction: Transaction, experiment_id: int, rater_id: int) -> tuple[Any, str]:
-    info = await crud.lease_in(transaction, experiment_id=experiment_id, rater_id=rater_id, lease_seconds=60)
-    rows = await transaction.execute("SHOW synchronous_commit", ())
-    return info, rows[0][0]
-
-
 async def _commit_mode(transaction: Transaction) -> str:
     rows = await transaction.execute("SHOW synchronous_commit", ())
     return str(rows[0][0])
+
+
+async def _lease_and_its_commit_mode(transaction: Transaction, experiment_id: int, rater_id: int) -> tuple[Any, str]:
+    info = await crud.lease_in(transaction, experiment_id=experiment_id, rater_id=rater_id, lease_seconds=60)
+    return info, await _commit_mode(transaction)
 
 
 def test_a_lease_commits_without_waiting_for_its_wal_flush_and_nothing_after_it_does(
