@@ -1,0 +1,73 @@
+"""bench/reward_verdict.py: the learned reward's verdict on two runs' policies, and the labels by how they end."""
+
+import numpy as np
+import pytest
+from tiny_learners import tiny_learner
+
+from bench.reward_verdict import agreement_by_kind, main, play, segment_ending
+from worker.loop import save_checkpoint
+from worker.types import LabeledPair, Segment
+
+
+def segment(value: float, live: int, last_reward: float = 0.0, length: int = 4) -> Segment:
+    """Observation `value` on each of `live` steps, then ended; the step that ended it earned `last_reward`."""
+    ended = np.arange(length) >= live
+    rewards = np.where(ended, 0.0, 1.0).astype(np.float32)
+    if live < length:
+        rewards[live - 1] = last_reward
+    return Segment(np.full((length, 1), value, np.float32), np.zeros(length, np.int64), rewards, ended)
+
+
+def test_segments_are_told_apart_by_the_sign_of_the_reward_that_ended_their_episode():
+    assert segment_ending(segment(0.0, live=4)) == "never ended"
+    assert segment_ending(segment(0.0, live=2, last_reward=100.0)) == "ended, last reward > 0"
+    assert segment_ending(segment(0.0, live=2, last_reward=-100.0)) == "ended, last reward < 0"
+    assert segment_ending(segment(0.0, live=3, last_reward=0.0)) == "ended, last reward 0"
+
+
+class PrefersHigherObservations:
+    def preference_probabilities(self, left, right):
+        diff = np.array([a.obs[0, 0] - b.obs[0, 0] for a, b in zip(left, right, strict=True)])
+        return np.stack([1 / (1 + np.exp(-diff))] * 2)
+
+
+def test_agreement_is_counted_per_kind_of_pair():
+    landing, crash, alive = (segment(v, live, r) for v, live, r in ((3.0, 2, 100.0), (1.0, 2, -100.0), (2.0, 4, 0.0)))
+    labeled = [
+        LabeledPair(landing, crash, "left", 0),  # the model agrees (3 > 1)
+        LabeledPair(alive, landing, "right", 1),  # agrees (3 > 2)
+        LabeledPair(alive, crash, "right", 2),  # disagrees (2 > 1)
+        LabeledPair(alive, crash, "left", 3),  # agrees
+        LabeledPair(alive, crash, "equal", 4),  # not a strict answer: left out
+    ]
+    assert agreement_by_kind(PrefersHigherObservations(), labeled) == {
+        "ended, last reward < 0 vs ended, last reward > 0": (1, 1.0),
+        "ended, last reward > 0 vs never ended": (1, 1.0),
+        "ended, last reward < 0 vs never ended": (2, 0.5),
+    }
+
+
+def test_episodes_are_scored_by_both_rewards_and_discounted_with_the_given_gamma():
+    learner = tiny_learner()
+
+    def two_per_step(obs, actions, terminated, next_obs):
+        return np.full(obs.shape[:2], 2.0, np.float32)
+
+    episodes = play(learner.ppo, two_per_step, "CartPole-v1", episodes=3, gamma=0.9)
+    for episode in episodes:
+        assert episode.true_return == episode.length  # CartPole pays +1 per step, the last one included
+        assert episode.learned_return == pytest.approx(2.0 * episode.length)
+        assert episode.discounted_learned_return == pytest.approx(2.0 * (1 - 0.9**episode.length) / (1 - 0.9))
+        assert episode.ending == ("ended, last reward > 0" if episode.length < 500 else "never ended")
+
+
+def test_the_script_prints_the_verdict_and_refuses_a_folder_without_a_run(tmp_path, capsys):
+    for name in ("pref", "ref"):
+        save_checkpoint(tmp_path / name / "checkpoint.pt", tiny_learner())
+    assert main([str(tmp_path / "pref"), str(tmp_path / "ref"), "--episodes", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "the learned reward, summed, prefers the" in out and "preference" in out and "reference" in out
+    with pytest.raises(SystemExit) as refused:
+        main([str(tmp_path / "pref"), str(tmp_path / "missing")])
+    assert refused.value.code == 2
+    assert "missing: no checkpoint.pt" in capsys.readouterr().err
