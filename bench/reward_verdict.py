@@ -125,6 +125,19 @@ def summary(name: str, played: list[Episode]) -> str:
     return f"{name:<10} " + " ".join(numbers) + "   " + ", ".join(f"{count} {kind}" for kind, count in endings)
 
 
+def verdict(played: dict[str, list[Episode]], field: str) -> str:
+    """Which policy the learned reward (`field`: summed or discounted) prefers, against the true reward's choice."""
+    (first, first_episodes), (second, second_episodes) = played.items()
+    learned = mean_of(first_episodes, field), mean_of(second_episodes, field)
+    if np.isclose(*learned):
+        return "cannot tell the two policies apart"
+    favourite, other = (first, second) if learned[0] > learned[1] else (second, first)
+    truly_better = mean_of(played[favourite], "true_return") >= mean_of(played[other], "true_return")
+    return f"prefers the {favourite} policy: " + (
+        "as the true reward does" if truly_better else f"the true reward prefers the {other} one"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("preference_run", type=Path, help="folder of a preference run (its checkpoint.pt)")
@@ -146,11 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, run in (("preference", learner), ("reference", reference)):
         played[name] = play(run.ppo, model.rewards, learner.config.env_id, args.episodes, gamma)
         print(summary(name, played[name]))
-    better = max(played, key=lambda name: mean_of(played[name], "true_return"))
     for field, words in (("learned_return", "summed"), ("discounted_learned_return", "discounted")):
-        favourite = max(played, key=lambda name: mean_of(played[name], field))
-        print(f"the learned reward, {words}, prefers the {favourite} policy: "
-              + ("as the true reward does" if favourite == better else f"the true reward prefers the {better} one"))
+        print(f"the learned reward, {words}, {verdict(played, field)}")
+    if not model.trusted:
+        print("(the reward model was not trusted at the end of the run: PPO got zero reward from it)")
     print("\nlabeled segments by how their episode ended:")
     segments = {id(s): s for pair in learner.labeled for s in (pair.left, pair.right)}.values()
     for kind, count in Counter(segment_ending(s) for s in segments).most_common():

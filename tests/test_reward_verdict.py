@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from tiny_learners import tiny_learner
 
-from bench.reward_verdict import agreement_by_kind, main, play, segment_ending
+from bench.reward_verdict import Episode, agreement_by_kind, main, play, segment_ending, verdict
 from worker.loop import save_checkpoint
 from worker.types import LabeledPair, Segment
 
@@ -61,12 +61,29 @@ def test_episodes_are_scored_by_both_rewards_and_discounted_with_the_given_gamma
         assert episode.ending == ("ended, last reward > 0" if episode.length < 500 else "never ended")
 
 
+def played(*true_and_learned: tuple[float, float]) -> list[Episode]:
+    return [Episode(true, learned, learned, 10, "never ended") for true, learned in true_and_learned]
+
+
+def test_the_verdict_names_the_policy_the_learned_reward_prefers_and_whether_the_true_reward_agrees():
+    agree = {"preference": played((-100.0, 5.0)), "reference": played((200.0, 9.0), (100.0, 7.0))}
+    assert verdict(agree, "learned_return") == "prefers the reference policy: as the true reward does"
+    disagree = {"preference": played((-100.0, 12.0)), "reference": played((200.0, 9.0))}
+    assert verdict(disagree, "learned_return") == (
+        "prefers the preference policy: the true reward prefers the reference one"
+    )
+    tie = {"preference": played((-100.0, 0.0)), "reference": played((200.0, 0.0))}
+    assert verdict(tie, "learned_return") == "cannot tell the two policies apart"
+
+
 def test_the_script_prints_the_verdict_and_refuses_a_folder_without_a_run(tmp_path, capsys):
     for name in ("pref", "ref"):
         save_checkpoint(tmp_path / name / "checkpoint.pt", tiny_learner())
     assert main([str(tmp_path / "pref"), str(tmp_path / "ref"), "--episodes", "2"]) == 0
     out = capsys.readouterr().out
-    assert "the learned reward, summed, prefers the" in out and "preference" in out and "reference" in out
+    # An untrained model is not trusted and gives zero reward: it cannot tell the policies apart, and says why.
+    assert "the learned reward, summed, cannot tell the two policies apart" in out
+    assert "not trusted" in out and "preference" in out and "reference" in out
     with pytest.raises(SystemExit) as refused:
         main([str(tmp_path / "pref"), str(tmp_path / "missing")])
     assert refused.value.code == 2
