@@ -39,8 +39,8 @@ from worker.types import LabeledPair, Segment  # noqa: E402
 EPISODE_SEED = 30_000
 """Start states of the judged episodes: other than the runs' own evaluations (seed + 10000 and seed + 20000)."""
 
-# (obs, actions, terminated, next_obs), each (1, 1, ...) for one step → (1, 1) rewards, as RewardEnsemble.rewards.
-StepReward = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+# (obs, actions, terminated), each (1, 1, ...) for one step → (1, 1) rewards, as RewardEnsemble.rewards.
+StepReward = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -80,10 +80,7 @@ def play(ppo: PPO, reward: StepReward, env_id: str, episodes: int, gamma: float)
             obs = np.asarray(obs, dtype=np.float32)
             action = np.asarray(ppo.act(obs[None], deterministic=True))[0]
             next_obs, true_reward, terminated, truncated, _ = env.step(action)
-            step = float(
-                reward(obs[None, None], action[None, None], np.array([[terminated]]),
-                       np.asarray(next_obs, dtype=np.float32)[None, None])[0, 0]
-            )
+            step = float(reward(obs[None, None], action[None, None], np.array([[terminated]]))[0, 0])
             true_return += float(true_reward)
             learned += step
             discounted += discount * step

@@ -50,7 +50,7 @@ def test_agreement_is_counted_per_kind_of_pair():
 def test_episodes_are_scored_by_both_rewards_and_discounted_with_the_given_gamma():
     learner = tiny_learner()
 
-    def two_per_step(obs, actions, terminated, next_obs):
+    def two_per_step(obs, actions, terminated):
         return np.full(obs.shape[:2], 2.0, np.float32)
 
     episodes = play(learner.ppo, two_per_step, "CartPole-v1", episodes=3, gamma=0.9)

@@ -118,10 +118,13 @@ class RewardModelConfig:
     (CartPole's cart drifting to the edge: 30 standard deviations out of the first labels) meets the network's
     linear extrapolation, and PPO chases the reward that grows without limit there."""
     terminal_reward: bool = False
-    """Learn a reward for how an episode ended, from the observation it ended in: the first step of the absorbing
-    ended state sees that observation (the others stay one state), and PPO gets its reward on the step that
-    ended the episode. Without it every ending is the same state, so in a task that ends in success or in failure
-    (a lander that lands or crashes) the labels about crashes make ending itself look bad, landing included."""
+    """Learn a reward for how an episode ended: the first step of the absorbing ended state sees the observation
+    of the step the episode ended on (the others stay one state), and PPO gets its reward on that step. Without it
+    every ending is the same state, so in a task that ends in success or in failure (a lander that lands or
+    crashes) the labels about crashes make ending itself look bad, landing included. That step's observation,
+    not the one the episode ended in: after a crash the collision has already stopped the lander on its legs,
+    where a landing ends too, and the approach speed before it tells them apart. An ending unlike every labeled
+    one keeps a reward above the ended state's but not a penalty (RewardEnsemble.rewards)."""
 
 
 @dataclass(frozen=True)

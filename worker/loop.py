@@ -244,9 +244,7 @@ class Learner:
                     self.fit(ask(self.candidates, pairs))
                 self.logger.record("labels/deferred", float(count - len(pairs)))
                 if self.reward_model.trusted:
-                    rewards = self.reward_model.rewards(
-                        rollout.obs, rollout.actions, rollout.terminated, next_observations(rollout)
-                    )
+                    rewards = self.reward_model.rewards(rollout.obs, rollout.actions, rollout.terminated)
                 elif config.explore_until_trusted:
                     rewards = self.exploration.rewards(rollout.obs, rollout.valid)
                 else:
@@ -320,7 +318,6 @@ class Learner:
             self.rng,
             config.env_id,
             states=join_states(self.unsegmented),
-            next_obs=join_next_obs(self.unsegmented),
         )
         self.unsegmented.clear()
         self.rng.shuffle(segments)  # type: ignore[arg-type]
@@ -455,20 +452,6 @@ def join_rollouts(
 
     return (joined("obs"), joined("actions"), joined("true_rewards"), joined("terminated"), joined("truncated"),
             joined("valid"))
-
-
-def next_observations(rollout: Rollout) -> np.ndarray:
-    """(T, N, obs_dim) the observation after each step of the rollout: a final observation where it ended an
-    episode."""
-    assert rollout.next_obs is not None
-    return np.concatenate([rollout.obs[1:], rollout.next_obs[None]])
-
-
-def join_next_obs(rollouts: list[Rollout]) -> np.ndarray | None:
-    """`next_observations` of consecutive rollouts joined along time; None where a rollout lacks `next_obs`."""
-    if any(r.next_obs is None for r in rollouts):
-        return None
-    return np.concatenate([next_observations(r) for r in rollouts])
 
 
 def join_states(rollouts: list[Rollout]) -> np.ndarray | None:

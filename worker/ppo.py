@@ -226,8 +226,6 @@ class Rollout:
         episode_lengths: lengths of those episodes.
         states: (T, N, nq + nv) float64 MuJoCo physics state (qpos then qvel) in s_t, so a clip can replay a
             segment from its first step; None for other envs.
-        next_obs: (N, obs_dim) float32 raw observation after the last step (a final observation where the last
-            step ended an episode): with `obs`, every step's next observation.
     """
 
     obs: np.ndarray
@@ -239,7 +237,6 @@ class Rollout:
     episode_returns: list[float]
     episode_lengths: list[int] = field(default_factory=list)
     states: np.ndarray | None = None
-    next_obs: np.ndarray | None = None
     # Private, for update(): what the policy saw and said during the rollout (tensors on the PPO device).
     _policy_obs: torch.Tensor | None = field(default=None, repr=False)
     """(T, N, obs_dim) normalized observations the policy acted on"""
@@ -455,7 +452,6 @@ class PPO:
             episode_returns=episode_returns,
             episode_lengths=episode_lengths,
             states=states_buf,
-            next_obs=next_obs.copy(),
             _policy_obs=policy_obs,
             _raw_actions=raw_actions,
             _logprobs=logprobs.reshape(T, N),
@@ -670,10 +666,10 @@ class PPO:
         self,
         episodes: int = 20,
         seed: int = 10_000,
-        reward: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
+        reward: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
     ) -> np.ndarray:
         """(episodes,) undiscounted returns of the deterministic policy's full episodes, on the true reward or on
-        `reward(obs, actions, terminated, next_obs)` ((1, B, ...) steps -> (1, B) rewards, as
+        `reward(obs, actions, terminated)` ((1, B, ...) steps -> (1, B) rewards, as
         `RewardEnsemble.rewards` takes them).
 
         Runs one episode in each of `episodes` sub-envs of a separate vector env, reset with `seed` (same seed,
@@ -693,14 +689,10 @@ class PPO:
             obs = np.asarray(obs, dtype=np.float32)
             action = self.act(obs, deterministic=True)
             next_obs, true_reward, terminated, truncated, _ = env.step(action)
-            next_obs = np.asarray(next_obs, dtype=np.float32)
-            step_reward = (
-                None
-                if reward is None
-                else reward(obs[None], np.asarray(action)[None], np.asarray(terminated)[None], next_obs[None])[0]
-            )
+            if reward is not None:
+                step_reward = reward(obs[None], np.asarray(action)[None], np.asarray(terminated)[None])[0]
+            returns += np.where(finished, 0.0, true_reward if reward is None else step_reward)
             obs = next_obs
-            returns += np.where(finished, 0.0, true_reward if step_reward is None else step_reward)
             finished |= np.logical_or(terminated, truncated)
             if finished.all():
                 break

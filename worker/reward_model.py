@@ -46,6 +46,20 @@ def preference_loss(
     return -(targets * log_left + (1.0 - targets) * log_right).mean()
 
 
+def first_ended_steps(ended: np.ndarray) -> np.ndarray:
+    """(S, L) bool, True at each segment's first ended step, given the (S, L) `ended` flags."""
+    return ended & ~np.pad(ended, ((0, 0), (1, 0)))[:, :-1]
+
+
+def nearest_distances(points: np.ndarray, others: np.ndarray, exclude_self: bool = False) -> np.ndarray:
+    """(P,) Euclidean distance from each of `points` to its nearest row of `others` (with `exclude_self`, `points`
+    are `others` and a point is not its own neighbour)."""
+    distances = torch.cdist(torch.as_tensor(points, dtype=torch.float32), torch.as_tensor(others, dtype=torch.float32))
+    if exclude_self:
+        distances.fill_diagonal_(math.inf)
+    return distances.min(1).values.numpy()
+
+
 class EnsembleMLP(nn.Module):
     """M independent 2-hidden-layer MLPs evaluated together with batched matrix products.
 
@@ -81,7 +95,9 @@ class RewardEnsemble:
     action (one-hot for discrete actions) when `use_actions`, and an "ended" flag. In the absorbing ended state
     the observation and action features are zero and the flag is one, so the network learns one reward for "the
     episode is over". With `terminal_reward`, a second flag marks the ended state's first step, whose observation
-    features are those of the observation the episode ended in: a reward for how it ended, once per ending.
+    features are those of the last live step, the state the ending step was taken from: a reward for how the
+    episode ended, once per ending. PPO gets it in full only for endings like those the labels have shown (see
+    `rewards`).
     """
 
     def __init__(
@@ -115,6 +131,10 @@ class RewardEnsemble:
         self.trusted = False  # no labels yet, nothing to go by: zero reward until set_normalization says so
         self.reward_offset = 0.0
         self.reward_scale = 1.0
+        # With `terminal_reward`: the labeled endings' standardized observations, and the median and 90th
+        # percentile of the distance from each to its nearest other one (see `ending_familiarity`).
+        self.labeled_endings = np.zeros((0, obs_dim), np.float32)
+        self.ending_spacing: tuple[float, float] = (0.0, 0.0)
 
     # ---- features -------------------------------------------------------------------------------------
     def features(
@@ -126,8 +146,8 @@ class RewardEnsemble:
             obs: (B, obs_dim) raw observations.
             actions: (B,) discrete or (B, action_dim) continuous actions; ignored unless `use_actions`.
             ended: (B,) bool, True in the absorbing ended state.
-            ending: (B,) bool, True at the ended state's first step, whose `obs` is the observation the episode
-                ended in; None: no such step. Seen only with `terminal_reward`.
+            ending: (B,) bool, True at the ended state's first step, whose `obs` is that of the step the episode
+                ended on; None: no such step. Seen only with `terminal_reward`.
 
         Returns:
             (B, in_dim) float32 tensor on the model's device.
@@ -136,9 +156,8 @@ class RewardEnsemble:
         seen = alive  # steps whose observation the network sees
         if self.config.terminal_reward and ending is not None:
             seen = np.maximum(alive, ending.astype(np.float32)[:, None])
-        standardized = (obs.astype(np.float32) - self.obs_mean) / self.obs_std
         clip = self.config.input_clip
-        parts = [np.clip(standardized, -clip, clip) * seen]
+        parts = [np.clip(self._standardize(obs), -clip, clip) * seen]
         if self.config.use_actions:
             if self.discrete_actions:
                 action_features = np.eye(self.action_dim, dtype=np.float32)[actions.astype(np.int64).reshape(-1)]
@@ -156,7 +175,9 @@ class RewardEnsemble:
         actions = np.stack([s.actions for s in segments])
         ended = np.stack([s.ended for s in segments])
         count, length = ended.shape
-        ending = ended & ~np.pad(ended, ((0, 0), (1, 0)))[:, :-1]  # the first ended step of each segment
+        ending = first_ended_steps(ended)
+        # The ending is seen through the step the episode ended on (a segment starts alive, so there is one).
+        obs = np.where(ending[..., None], np.roll(obs, 1, axis=1), obs)
         flat = self.features(
             obs.reshape(count * length, -1), actions.reshape(count * length, -1), ended.ravel(), ending.ravel()
         )
@@ -192,22 +213,18 @@ class RewardEnsemble:
         sums_right = torch.as_tensor(self.segment_sums(right))
         return preference_probability(sums_left, sums_right).numpy()
 
-    def rewards(
-        self,
-        obs: np.ndarray,
-        actions: np.ndarray,
-        terminated: np.ndarray | None = None,
-        next_obs: np.ndarray | None = None,
-    ) -> np.ndarray:
+    def rewards(self, obs: np.ndarray, actions: np.ndarray, terminated: np.ndarray | None = None) -> np.ndarray:
         """Normalized ensemble-mean reward for steps of a rollout, in one batched call.
 
         Args:
             obs: (T, N, obs_dim) raw observations (never the absorbing state).
             actions: (T, N, *action_shape).
-            terminated: (T, N) bool, the step ended its episode; with `terminal_reward` and `next_obs`, such a
-                step also gets the reward of the ended state's first step, the one step of it that differs from
-                the others (which are worth `reward_offset` when anchored on it).
-            next_obs: (T, N, obs_dim) the observation after each step (the final one where it ended an episode).
+            terminated: (T, N) bool, the step ended its episode; with `terminal_reward`, such a step also gets the
+                reward for that ending (the ended state's first step, the one step of it that differs from the
+                others, which are worth `reward_offset` when anchored on it). An ending unlike every labeled one
+                is not charged what the model extrapolates for it: its penalty shrinks with its distance from
+                them (`ending_familiarity`), so a policy is not kept from an outcome the labels have never shown
+                (LunarLander's first landing, whose model has seen only crashes).
 
         Returns:
             (T, N) float32 rewards, shifted by `reward_offset` and divided by `reward_scale`; zeros while the
@@ -217,18 +234,44 @@ class RewardEnsemble:
             return np.zeros(obs.shape[:2], np.float32)
         batch_shape = obs.shape[:2]
         count = batch_shape[0] * batch_shape[1]
-        feats = self.features(
-            obs.reshape(count, -1), actions.reshape(count, -1), np.zeros(count, dtype=bool)
-        )
+        flat_obs = obs.reshape(count, -1)
+        feats = self.features(flat_obs, actions.reshape(count, -1), np.zeros(count, dtype=bool))
         raw = self.member_rewards(feats).mean(0).cpu().numpy()
-        if self.config.terminal_reward and terminated is not None and next_obs is not None:
+        if self.config.terminal_reward and terminated is not None:
             ends = terminated.reshape(count)
             if ends.any():
-                final = next_obs.reshape(count, -1)[ends]
-                everywhere = np.ones(len(final), dtype=bool)
-                ending = self.features(final, self._no_actions(len(final)), everywhere, everywhere)
-                raw[ends] += self.member_rewards(ending).mean(0).cpu().numpy() - self.reward_offset
+                last = flat_obs[ends]
+                everywhere = np.ones(len(last), dtype=bool)
+                ending = self.features(last, self._no_actions(len(last)), everywhere, everywhere)
+                worth = self.member_rewards(ending).mean(0).cpu().numpy() - self.reward_offset
+                raw[ends] += np.where(worth < 0, worth * self.ending_familiarity(last), worth)
         return ((raw - self.reward_offset) / self.reward_scale).reshape(batch_shape).astype(np.float32)
+
+    def ending_familiarity(self, last_obs: np.ndarray) -> np.ndarray:
+        """(B,) how like the labeled endings an ending is, from 1 to 0, given the observations of the steps the
+        episodes ended on: 1 within the median distance between labeled endings and their nearest neighbours, 0
+        beyond the 90th percentile, linear between (in standardized observation units). 0 when the labels hold
+        fewer than two endings: nothing about endings has been learned to be trusted."""
+        if len(self.labeled_endings) < 2:
+            return np.zeros(len(last_obs))
+        nearest = nearest_distances(self._standardize(last_obs), self.labeled_endings)
+        typical, far = self.ending_spacing
+        return np.clip((far - nearest) / max(far - typical, 1e-6), 0.0, 1.0)
+
+    def _standardize(self, obs: np.ndarray) -> np.ndarray:
+        return (obs.astype(np.float32) - self.obs_mean) / self.obs_std
+
+    def _remember_endings(self, pairs: Sequence[LabeledPair]) -> None:
+        """Keep the labeled segments' endings (see `ending_familiarity`)."""
+        segments = [s for p in pairs for s in (p.left, p.right) if s.ended.any() and not s.ended[0]]
+        lasts = [s.obs[int(s.ended.argmax()) - 1] for s in segments]
+        # Overlapping segments share endings: each counts once, else its nearest neighbour is itself.
+        self.labeled_endings = np.unique(self._standardize(np.array(lasts).reshape(-1, self.obs_dim)), axis=0)
+        if len(self.labeled_endings) < 2:
+            return
+        spacing = nearest_distances(self.labeled_endings, self.labeled_endings, exclude_self=True)
+        typical, far = np.percentile(spacing, [50, 90])
+        self.ending_spacing = (float(typical), float(far))
 
     def set_normalization(
         self, recent_segments: Sequence[Segment], anchor_on_ended: bool, trusted: bool = True
@@ -292,6 +335,8 @@ class RewardEnsemble:
         # clip, where the reward is whatever the network says at the edge of what it saw — and PPO drove the cart
         # there. Refreshed statistics put the states the policy visits now inside what the network was fit on.
         self._fit_input_normalization(train_pairs)
+        if self.config.terminal_reward:
+            self._remember_endings(train_pairs)
         generator = torch.Generator().manual_seed(self.seed)
         self.net = EnsembleMLP(members, self.in_dim, self.config.hidden_size, generator).to(self.device)
         optimizer = torch.optim.AdamW(
@@ -409,6 +454,8 @@ class RewardEnsemble:
             "validation_accuracy": self.validation_accuracy,
             "validation_strict": self.validation_strict,
             "trusted": self.trusted,
+            "labeled_endings": self.labeled_endings,
+            "ending_spacing": self.ending_spacing,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -420,3 +467,6 @@ class RewardEnsemble:
         self.validation_accuracy = float(state["validation_accuracy"])
         self.validation_strict = int(state.get("validation_strict", 0))
         self.trusted = bool(state.get("trusted", True))
+        self.labeled_endings = np.asarray(state.get("labeled_endings", self.labeled_endings), dtype=np.float32)
+        typical, far = state.get("ending_spacing", self.ending_spacing)
+        self.ending_spacing = (float(typical), float(far))

@@ -3,8 +3,7 @@
 Where episodes end is where much of the information lives. CartPole's true reward is +1 on every step, so two
 segments cut from inside episodes always tie; what tells a good policy from a bad one is that its episodes
 do not end. So a segment may run past its episode's termination: the steps after it are an absorbing "ended"
-state (zero observation and action, `ended` True, zero true reward; its first step holds the observation the
-episode ended in, which tells a landing from a crash). The teacher then prefers the segment
+state (zero observation and action, `ended` True, zero true reward). The teacher then prefers the segment
 that did not fail, the reward model learns a reward for "ended" like for any other state, and PPO can be
 given rewards measured against it (see RewardEnsemble.set_normalization).
 
@@ -70,7 +69,6 @@ def cut_segments(
     rng: np.random.Generator,
     env_id: str = "",
     states: np.ndarray | None = None,
-    next_obs: np.ndarray | None = None,
 ) -> list[Segment]:
     """Up to `count` segments of `length` steps drawn uniformly from the rollout's possible windows.
 
@@ -85,9 +83,6 @@ def cut_segments(
         env_id: recorded on each segment.
         states: (T, N, state_dim) MuJoCo physics states of s_t (`Rollout.states`), or None; each segment keeps
             the one at its first step as `start_state`.
-        next_obs: (T, N, obs_dim) the observation after step t (the final observation where step t ended an
-            episode), or None; a segment that reaches a termination keeps that final observation at its first
-            ended step.
     """
     windows = segment_windows(terminated, truncated, valid, length)
     if not windows:
@@ -97,8 +92,6 @@ def cut_segments(
     for i in sorted(chosen):
         env, first, live = windows[i]
         segment = _segment(obs, actions, true_rewards, env, first, live, length, env_id)
-        if next_obs is not None and live < length:
-            segment.obs[live] = next_obs[first + live - 1, env]
         if states is not None:
             segment = replace(segment, start_state=states[first, env].copy())
         segments.append(segment)

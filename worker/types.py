@@ -19,12 +19,11 @@ class Segment:
     """A fixed-length piece of one episode, as the reward model and the teachers see it.
 
     A segment that reaches the end of its episode (termination, not a time limit) is padded up to its length
-    with an absorbing "ended" state: zero observation (but for the observation the episode ended in, at its first
-    step), `ended` True, zero true reward. See worker/segments.py.
+    with an absorbing "ended" state: zero observation and action, `ended` True, zero true reward. See
+    worker/segments.py.
 
     Attributes:
-        obs: (L, obs_dim) float32 observations; zeros where `ended`, but at the first ended step the observation
-            the episode ended in, where known (see RewardModelConfig.terminal_reward).
+        obs: (L, obs_dim) float32 observations; zeros where `ended`.
         actions: (L, *action_shape) actions taken (int64 for discrete, float32 for continuous); zeros where
             `ended`.
         true_rewards: (L,) float32 environment rewards, 0 in the absorbing state. NaN when unknown (humans).

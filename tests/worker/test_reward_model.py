@@ -150,42 +150,65 @@ def test_a_model_that_does_not_beat_chance_on_held_out_labels_gives_zero_reward(
 
 
 def ending_segment(rng, landed: bool) -> Segment:
-    """Live steps that say nothing of the outcome, then an ending worth ±5 that only the observation the episode
-    ended in shows (its first coordinate ±1), as a lander's landing or crash."""
+    """Live steps that say nothing of the outcome, then an ending worth ±5 that only the step the episode ended on
+    shows (its first coordinate ±1), as a lander's approach speed tells a landing from a crash."""
     live = int(rng.integers(3, LENGTH - 1))
     obs = np.zeros((LENGTH, 3), np.float32)
     obs[:live] = rng.normal(size=(live, 3))
-    obs[live] = [1.0 if landed else -1.0, 0.0, 0.0]  # the final observation, at the first ended step
+    obs[live - 1] = [1.0 if landed else -1.0, 0.0, 0.0] + rng.normal(scale=0.1, size=3)  # no two alike
     rewards = np.zeros(LENGTH, np.float32)
     rewards[live - 1] = 5.0 if landed else -5.0  # the event comes with the step that ended the episode
     return Segment(obs, np.zeros(LENGTH, np.int64), rewards, np.arange(LENGTH) >= live)
 
 
+def labeled(segments, rng) -> list[LabeledPair]:
+    answers = make_teacher("perfect", rng).answer(segments)
+    return [LabeledPair(a, b, c, i) for i, ((a, b), c) in enumerate(zip(segments, answers, strict=True))]
+
+
 def test_terminal_reward_tells_a_landing_from_a_crash(rng):
-    teacher = make_teacher("perfect", rng)
     segments = [tuple(ending_segment(rng, bool(rng.integers(2))) for _side in range(2)) for _ in range(200)]
-    answers = teacher.answer(segments)
-    labeled = [LabeledPair(a, b, c, i) for i, ((a, b), c) in enumerate(zip(segments, answers, strict=True))]
+    labels = labeled(segments, rng)
     fresh_rng = np.random.default_rng(11)
     fresh = [(ending_segment(fresh_rng, True), ending_segment(fresh_rng, False)) for _ in range(100)]
     fresh_labeled = [LabeledPair(a, b, "left", i) for i, (a, b) in enumerate(fresh)]
 
-    one_ending = make_model()
-    one_ending.fit(labeled)
-    assert one_ending.accuracy(fresh_labeled) < 0.7  # every ending is the same state: a coin, near enough
-
     for weight in (1.0, LENGTH / 2):  # the ending counted once, and as many steps as the Learner counts it
         model = make_model(terminal_reward=True, terminal_weight=weight)
-        model.fit(labeled)
+        model.fit(labels)
         assert model.accuracy(fresh_labeled) > 0.95
     # PPO gets the ending's reward on the step that ended the episode, and only there.
     model.set_normalization([s for pair in segments for s in pair], anchor_on_ended=True)
     obs = rng.normal(size=(2, 2, 3)).astype(np.float32)
+    obs[0, 0], obs[0, 1] = [1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]  # the steps that landed and crashed
     terminated = np.array([[True, True], [False, False]])
-    next_obs = np.zeros((2, 2, 3), np.float32)
-    next_obs[0, 0, 0], next_obs[0, 1, 0] = 1.0, -1.0  # landed, crashed
-    with_endings = model.rewards(obs, np.zeros((2, 2), np.int64), terminated, next_obs)
+    with_endings = model.rewards(obs, np.zeros((2, 2), np.int64), terminated)
     without = model.rewards(obs, np.zeros((2, 2), np.int64))
     landing_bonus, crash_bonus = with_endings[0] - without[0]
     assert landing_bonus > 1.0 > -1.0 > crash_bonus
     np.testing.assert_array_equal(with_endings[1], without[1])
+
+
+def test_an_ending_unlike_every_labeled_one_is_not_charged_the_penalty_the_model_extrapolates(rng):
+    # The labels have seen crashes only (last step (-1, 0, 0)), each worse than a segment that does not end.
+    segments = [(ending_segment(rng, False), random_segment(rng)) for _ in range(150)]
+    model = make_model(terminal_reward=True, terminal_weight=LENGTH / 2)
+    model.fit(labeled(segments, rng))
+    model.set_normalization([s for pair in segments for s in pair], anchor_on_ended=True)
+    crash, unseen = [-1.0, 0.0, 0.0], [-6.0, 0.0, 0.0]  # 5 standard deviations from every labeled ending
+    assert model.ending_familiarity(np.array([crash, unseen], np.float32)).tolist() == [1.0, 0.0]
+
+    obs = np.array([[crash, unseen]], np.float32)
+    actions = np.zeros((1, 2), np.int64)
+    ending_bonus = model.rewards(obs, actions, np.ones((1, 2), bool)) - model.rewards(obs, actions)
+    every = np.ones(2, bool)
+    extrapolated = model.member_rewards(model.features(obs[0], actions[0], every, every)).mean(0).numpy()
+    assert np.all(extrapolated - model.reward_offset < 0)  # the model charges the unseen ending like a crash...
+    assert ending_bonus[0, 0] < -1.0
+    assert ending_bonus[0, 1] == 0.0  # ...and PPO is not charged it
+
+    # The familiar endings travel with the model's state.
+    restored = make_model(terminal_reward=True, terminal_weight=LENGTH / 2)
+    restored.load_state_dict(model.state_dict())
+    np.testing.assert_array_equal(restored.labeled_endings, model.labeled_endings)
+    assert restored.ending_spacing == model.ending_spacing

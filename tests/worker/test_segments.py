@@ -42,19 +42,3 @@ def test_segment_past_the_end_continues_in_the_absorbing_state(rng):
     assert shortest.true_return == 1.0
     assert np.all(shortest.obs[1:] == 0) and np.all(shortest.actions[1:] == 0)
     np.testing.assert_array_equal(shortest.obs[0], obs[2, 0])
-
-
-def test_a_segment_keeps_the_observation_its_episode_ended_in_at_its_first_ended_step(rng):
-    steps = 5
-    obs = np.arange(steps * 2, dtype=np.float32).reshape(steps, 1, 2) + 1
-    next_obs = -obs  # the observation after each step; after step 2, the final one of the episode
-    terminated = column([0, 0, 1, 0, 0])
-    valid = column([1, 1, 1, 0, 1])
-    segments = cut_segments(
-        obs, np.ones((steps, 1), np.int64), np.ones((steps, 1), np.float32), terminated, column([0] * 5), valid,
-        4, 10, rng, next_obs=next_obs,
-    )
-    for segment in segments:
-        live = int((~segment.ended).sum())
-        np.testing.assert_array_equal(segment.obs[live], next_obs[2, 0])
-        assert np.all(segment.obs[live + 1 :] == 0)
