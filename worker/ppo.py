@@ -689,9 +689,10 @@ class PPO:
             obs = np.asarray(obs, dtype=np.float32)
             action = self.act(obs, deterministic=True)
             next_obs, true_reward, terminated, truncated, _ = env.step(action)
+            step_reward = true_reward
             if reward is not None:
                 step_reward = reward(obs[None], np.asarray(action)[None], np.asarray(terminated)[None])[0]
-            returns += np.where(finished, 0.0, true_reward if reward is None else step_reward)
+            returns += np.where(finished, 0.0, step_reward)
             obs = next_obs
             finished |= np.logical_or(terminated, truncated)
             if finished.all():

@@ -17,6 +17,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from worker.config import RewardModelConfig
+from worker.exploration import knn_distances
+from worker.pairs import live_steps
 from worker.types import LabeledPair, Segment
 
 
@@ -44,20 +46,6 @@ def preference_loss(
     """Mean cross-entropy against soft targets P[left is better] (1, 0, or 0.5 for "equally good")."""
     log_left, log_right = preference_log_probs(sum_left, sum_right, noise)
     return -(targets * log_left + (1.0 - targets) * log_right).mean()
-
-
-def first_ended_steps(ended: np.ndarray) -> np.ndarray:
-    """(S, L) bool, True at each segment's first ended step, given the (S, L) `ended` flags."""
-    return ended & ~np.pad(ended, ((0, 0), (1, 0)))[:, :-1]
-
-
-def nearest_distances(points: np.ndarray, others: np.ndarray, exclude_self: bool = False) -> np.ndarray:
-    """(P,) Euclidean distance from each of `points` to its nearest row of `others` (with `exclude_self`, `points`
-    are `others` and a point is not its own neighbour)."""
-    distances = torch.cdist(torch.as_tensor(points, dtype=torch.float32), torch.as_tensor(others, dtype=torch.float32))
-    if exclude_self:
-        distances.fill_diagonal_(math.inf)
-    return distances.min(1).values.numpy()
 
 
 class EnsembleMLP(nn.Module):
@@ -175,7 +163,7 @@ class RewardEnsemble:
         actions = np.stack([s.actions for s in segments])
         ended = np.stack([s.ended for s in segments])
         count, length = ended.shape
-        ending = first_ended_steps(ended)
+        ending = ended & ~np.pad(ended, ((0, 0), (1, 0)))[:, :-1]  # the first ended step of each segment
         # The ending is seen through the step the episode ended on (a segment starts alive, so there is one).
         obs = np.where(ending[..., None], np.roll(obs, 1, axis=1), obs)
         flat = self.features(
@@ -254,7 +242,7 @@ class RewardEnsemble:
         fewer than two endings: nothing about endings has been learned to be trusted."""
         if len(self.labeled_endings) < 2:
             return np.zeros(len(last_obs))
-        nearest = nearest_distances(self._standardize(last_obs), self.labeled_endings)
+        nearest = knn_distances(self._standardize(last_obs), self.labeled_endings, k=1, exclude_self=False)
         typical, far = self.ending_spacing
         return np.clip((far - nearest) / max(far - typical, 1e-6), 0.0, 1.0)
 
@@ -263,13 +251,12 @@ class RewardEnsemble:
 
     def _remember_endings(self, pairs: Sequence[LabeledPair]) -> None:
         """Keep the labeled segments' endings (see `ending_familiarity`)."""
-        segments = [s for p in pairs for s in (p.left, p.right) if s.ended.any() and not s.ended[0]]
-        lasts = [s.obs[int(s.ended.argmax()) - 1] for s in segments]
+        lasts = [s.obs[live_steps(s) - 1] for p in pairs for s in (p.left, p.right) if 0 < live_steps(s) < len(s)]
         # Overlapping segments share endings: each counts once, else its nearest neighbour is itself.
         self.labeled_endings = np.unique(self._standardize(np.array(lasts).reshape(-1, self.obs_dim)), axis=0)
         if len(self.labeled_endings) < 2:
             return
-        spacing = nearest_distances(self.labeled_endings, self.labeled_endings, exclude_self=True)
+        spacing = knn_distances(self.labeled_endings, self.labeled_endings, k=1, exclude_self=True)
         typical, far = np.percentile(spacing, [50, 90])
         self.ending_spacing = (float(typical), float(far))
 

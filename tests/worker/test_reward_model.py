@@ -20,10 +20,13 @@ def random_segment(rng, ended_from: int | None = None) -> Segment:
     return Segment(obs, np.zeros(LENGTH, np.int64), rewards, ended)
 
 
+def labeled(segments, rng, teacher_name="perfect") -> list[LabeledPair]:
+    answers = make_teacher(teacher_name, rng).answer(segments)
+    return [LabeledPair(a, b, c, i) for i, ((a, b), c) in enumerate(zip(segments, answers, strict=True))]
+
+
 def labeled_pairs(rng, count, teacher_name="perfect"):
-    teacher = make_teacher(teacher_name, rng)
-    pairs = [(random_segment(rng), random_segment(rng)) for _ in range(count)]
-    return [LabeledPair(a, b, c, i) for i, ((a, b), c) in enumerate(zip(pairs, teacher.answer(pairs), strict=True))]
+    return labeled([(random_segment(rng), random_segment(rng)) for _ in range(count)], rng, teacher_name)
 
 
 def make_model(seed=0, terminal_weight=1.0, **overrides) -> RewardEnsemble:
@@ -159,11 +162,6 @@ def ending_segment(rng, landed: bool) -> Segment:
     rewards = np.zeros(LENGTH, np.float32)
     rewards[live - 1] = 5.0 if landed else -5.0  # the event comes with the step that ended the episode
     return Segment(obs, np.zeros(LENGTH, np.int64), rewards, np.arange(LENGTH) >= live)
-
-
-def labeled(segments, rng) -> list[LabeledPair]:
-    answers = make_teacher("perfect", rng).answer(segments)
-    return [LabeledPair(a, b, c, i) for i, ((a, b), c) in enumerate(zip(segments, answers, strict=True))]
 
 
 def test_terminal_reward_tells_a_landing_from_a_crash(rng):
