@@ -46,7 +46,7 @@ ENVS: dict[str, dict[str, Any]] = {
         "action_shape": [1],
         "action_dtype": "float32",
         "num_actions": None,
-        "segment_length": 50,
+        "segment_length": 249,
         "label_budget": 100,
         "renders_clips": True,
     },

@@ -312,12 +312,13 @@ def default_settings(env_id: str) -> EnvSettings:
         env.close()
     discrete = isinstance(actions, spaces.Discrete)
     # Credit reaches about a quarter of an episode back: 0.98 for 200-step episodes, 0.996 for 1000.
-    gamma = min(0.999, max(0.98, 1 - 4 / episode))
+    gamma = round(min(0.999, max(0.98, 1 - 4 / episode)), 4)
+    horizon = round(1 / (1 - gamma))
     timesteps = max(MIN_TIMESTEPS, math.ceil(EPISODES_PER_RUN * episode / 10_000) * 10_000)
     ppo = PPOConfig(
         num_envs=8,
         num_steps=256,
-        gamma=round(gamma, 4),
+        gamma=gamma,
         update_epochs=10,
         num_minibatches=8,
         learning_rate=3e-4,
@@ -328,7 +329,10 @@ def default_settings(env_id: str) -> EnvSettings:
     return EnvSettings(
         ppo=ppo,
         timesteps=timesteps,
-        segment_length=max(2, min(50, episode // 4)),
+        # A segment spans PPO's horizon: the labels check the learned reward only over a segment, and PPO adds it
+        # up over its horizon, so a bias per step that 50-step segments cannot show is worth 5 times more to PPO
+        # at 250 (LunarLander hovered forever, its hovering a little above the ended state in each 50-step window).
+        segment_length=max(2, min(horizon, episode // 4)),
         # Nobody has checked that this env's initial policy shows behaviour worth comparing: a MountainCar whose
         # car never leaves the valley yields answers about fuel alone, and its model is never trusted.
         explore_until_trusted=True,
@@ -338,9 +342,9 @@ def default_settings(env_id: str) -> EnvSettings:
             "No entry: 8 envs x 256 steps, 10 epochs of 256-sample minibatches and a 3e-4 learning rate (SB3's "
             "PPO defaults, which rl-zoo3's untuned entries keep), reward normalization as rl-zoo3's "
             "`normalize: true` (the reward's scale is unknown), observation normalization where the bounds are "
-            "unbounded or far apart, gamma from the episode length, a small entropy bonus for discrete actions, "
-            f"{EPISODES_PER_RUN} episodes of env steps, state-entropy exploration until the reward model is "
-            "trusted, and a learned reward for how an episode ended."
+            "unbounded or far apart, gamma from the episode length, segments as long as its horizon, a small "
+            f"entropy bonus for discrete actions, {EPISODES_PER_RUN} episodes of env steps, state-entropy "
+            "exploration until the reward model is trusted, and a learned reward for how an episode ended."
         ),
     )
 

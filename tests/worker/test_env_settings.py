@@ -33,8 +33,10 @@ def test_an_env_without_an_entry_gets_defaults_derived_from_its_spaces_and_episo
     assert car is default_settings("MountainCarContinuous-v0")
     assert (car.timesteps, car.ppo.gamma, car.ppo.norm_obs, car.ppo.norm_reward) == (1_000_000, 0.996, True, True)
     assert car.ppo.ent_coef == 0.0  # continuous actions
+    assert car.segment_length == 249  # PPO's horizon, 1 / (1 - 0.996), but no more than a quarter of an episode
     pendulum = default_settings("Pendulum-v1")  # 200-step episodes, bounds 2, 2 and 16 apart
     assert (pendulum.timesteps, pendulum.ppo.gamma, pendulum.ppo.norm_obs) == (MIN_TIMESTEPS, 0.98, True)
+    assert pendulum.segment_length == 50
     assert default_settings("CartPole-v1").ppo.ent_coef == 0.01  # discrete; infinite bounds: normalized
     assert default_settings("CartPole-v1").ppo.norm_obs
     assert ppo_settings_for("MountainCar-v0") == default_settings("MountainCar-v0").ppo
