@@ -251,7 +251,7 @@ class RewardEnsemble:
 
     def _remember_endings(self, pairs: Sequence[LabeledPair]) -> None:
         """Keep the labeled segments' endings (see `ending_familiarity`)."""
-        lasts = [s.obs[live_steps(s) - 1] for p in pairs for s in (p.left, p.right) if 0 < live_steps(s) < len(s)]
+        lasts = [s.obs[live - 1] for p in pairs for s in (p.left, p.right) if 0 < (live := live_steps(s)) < len(s)]
         # Overlapping segments share endings: each counts once, else its nearest neighbour is itself.
         self.labeled_endings = np.unique(self._standardize(np.array(lasts).reshape(-1, self.obs_dim)), axis=0)
         if len(self.labeled_endings) < 2:
