@@ -67,15 +67,34 @@ def fmt(value: float | None, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
+# What a true-reward run never reads (worker/loop.py: Learner.step skips labels, pool, model and snapshots; PPO seeds
+# its own generator), so a change to any of them leaves its rows standing.
+PREFERENCE_ONLY = (
+    "labels",
+    "teacher",
+    "teacher_params",
+    "query",
+    "segment_length",
+    "exploration_steps",
+    "explore_until_trusted",
+    "initial_label_fraction",
+    "label_schedule_end",
+    "segments_per_rollout",
+    "pool_rollouts",
+    "policy_snapshots",
+    "reward_model",
+)
+
+
 def config_hash(config: RunConfig) -> str:
     """A short hash of everything in the resolved config but the seed: a change of settings is a new run. A
-    true-reward run reads no reward model, so its reward model settings do not count."""
+    true-reward run's hash leaves out the `PREFERENCE_ONLY` settings."""
     from dataclasses import replace
 
-    from worker.config import RewardModelConfig
+    from worker.config import RunConfig
 
-    unused = {"reward_model": RewardModelConfig()} if config.true_reward else {}
-    data = replace(config, seed=0, **unused).to_dict()
+    defaults = {name: getattr(RunConfig(), name) for name in PREFERENCE_ONLY}
+    data = replace(config, seed=0, **(defaults if config.true_reward else {})).to_dict()
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -72,6 +72,12 @@ def test_envs_without_an_entry_explore_until_the_reward_model_is_trusted_and_tun
     assert not told.explore_until_trusted
 
 
+def test_envs_without_an_entry_ask_labels_until_the_end_of_the_run_and_tuned_ones_by_three_quarters():
+    assert RunConfig(env_id="MountainCarContinuous-v0").resolved().label_schedule_end == 1.0
+    assert RunConfig(env_id="CartPole-v1").resolved().label_schedule_end == 0.75
+    assert RunConfig(env_id="MountainCarContinuous-v0", label_schedule_end=0.5).resolved().label_schedule_end == 0.5
+
+
 def test_resolved_keeps_what_the_run_config_gives():
     ppo = PPOConfig(num_envs=2, num_steps=8)
     config = RunConfig(env_id="CartPole-v1", timesteps=1234, segment_length=7, ppo=ppo).resolved()

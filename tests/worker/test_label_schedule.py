@@ -31,3 +31,10 @@ def test_the_schedule_never_goes_down():
     due = [labels_due(CONFIG, t) for t in range(0, 80_001, 500)]
     assert all(a <= b for a, b in zip(due, due[1:], strict=False))
     assert due[0] == 25 and due[-1] == 100
+
+
+def test_a_schedule_that_ends_with_the_run_asks_its_last_labels_once_the_last_rollout_is_in():
+    # The learner asks after collecting a rollout, so the last batch is about the final policy's behaviour.
+    until_the_end = RunConfig(labels=100, label_schedule_end=1.0, timesteps=80_000)
+    assert labels_due(until_the_end, 79_999) < 100
+    assert labels_due(until_the_end, 80_000) == 100
