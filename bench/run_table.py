@@ -93,8 +93,9 @@ def config_hash(config: RunConfig) -> str:
 
     from worker.config import RunConfig
 
-    defaults = {name: getattr(RunConfig(), name) for name in PREFERENCE_ONLY}
-    data = replace(config, seed=0, **(defaults if config.true_reward else {})).to_dict()
+    defaults = RunConfig()
+    unused = {name: getattr(defaults, name) for name in PREFERENCE_ONLY} if config.true_reward else {}
+    data = replace(config, seed=0, **unused).to_dict()
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
