@@ -22,6 +22,7 @@ and resolved settings), so the table can be finished in several sittings.
 
     python bench/generality.py --jobs 2                          # everything: about an hour on 2 cores
     python bench/generality.py --envs LunarLander-v3 --seeds 0    # one env, one seed
+    python bench/generality.py --variants pref --seeds 3 4        # preference learning only, more seeds
     python bench/generality.py --table                           # the table and plot from the results file
     python bench/generality.py --timesteps 4096 --labels-scale 0.02 --seeds 0 --out /tmp/g.jsonl  # smoke
 """
@@ -244,7 +245,7 @@ def plan(args: argparse.Namespace) -> list[Job]:
     jobs = []
     for seed in args.seeds:
         for env_id in args.envs:
-            for variant in VARIANTS:
+            for variant in args.variants:
                 labels = 0 if variant == "true" else max(1, round(ENVS[env_id].labels * args.labels_scale))
                 jobs.append(Job(env_id, variant, seed, labels, args.timesteps, args.evaluations, args.eval_episodes))
     return jobs
@@ -254,6 +255,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=list(ENVS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, help="which runs to plan")
     parser.add_argument("--timesteps", type=int, default=0, help="env steps per run; 0: the defaults' budget")
     parser.add_argument("--labels-scale", type=float, default=1.0, help="multiply every label budget (smoke runs)")
     parser.add_argument("--evaluations", type=int, default=10, help="evaluations on the true reward per run")

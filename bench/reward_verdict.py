@@ -10,7 +10,12 @@ ended. Then the labels: the labeled segments by how they end (never; or by the s
 that ended the episode, as LunarLander's +100 landing and -100 crash), and how often the reward model sides with
 the teacher on each kind of pair.
 
+With --retrain STEPS, a fresh PPO (the run's settings and seed) is trained STEPS env steps on the preference run's
+final learned reward, frozen, and judged too: where that reward leads when it is optimized from scratch, without
+the run's history of earlier models. Far below the reference, the reward itself is at fault.
+
     python bench/reward_verdict.py runs/pref runs/true --episodes 10
+    python bench/reward_verdict.py runs/pref runs/true --retrain 1000000   # minutes: PPO without reward training
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from worker.envs import registered_id  # noqa: E402
-from worker.loop import load_checkpoint  # noqa: E402
+from worker.loop import Learner, learned_rewards, load_checkpoint  # noqa: E402
 from worker.pairs import PreferencePredictor, live_steps  # noqa: E402
 from worker.ppo import PPO  # noqa: E402
 from worker.types import LabeledPair, Segment  # noqa: E402
@@ -39,8 +45,8 @@ from worker.types import LabeledPair, Segment  # noqa: E402
 EPISODE_SEED = 30_000
 """Start states of the judged episodes: other than the runs' own evaluations (seed + 10000 and seed + 20000)."""
 
-# (obs, actions, terminated), each (1, 1, ...) for one step → (1, 1) rewards, as RewardEnsemble.rewards.
-StepReward = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+# (obs, actions, terminated, changes), each (1, 1, ...) for one step → (1, 1) rewards, as RewardEnsemble.rewards.
+StepReward = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,10 @@ def play(ppo: PPO, reward: StepReward, env_id: str, episodes: int, gamma: float)
             obs = np.asarray(obs, dtype=np.float32)
             action = np.asarray(ppo.act(obs[None], deterministic=True))[0]
             next_obs, true_reward, terminated, truncated, _ = env.step(action)
-            step = float(reward(obs[None, None], action[None, None], np.array([[terminated]]))[0, 0])
+            over = terminated or truncated
+            changes = np.zeros_like(obs) if over else np.asarray(next_obs, dtype=np.float32) - obs
+            step_rewards = reward(obs[None, None], action[None, None], np.array([[terminated]]), changes[None, None])
+            step = float(step_rewards[0, 0])
             true_return += float(true_reward)
             learned += step
             discounted += discount * step
@@ -122,6 +131,19 @@ def summary(name: str, played: list[Episode]) -> str:
     return f"{name:<10} " + " ".join(numbers) + "   " + ", ".join(f"{count} {kind}" for kind, count in endings)
 
 
+def retrain(learner: Learner, steps: int) -> PPO:
+    """A fresh PPO with the run's settings and seed, trained `steps` env steps on its final learned reward, frozen."""
+    ppo = PPO(learner.config.env_id, learner.ppo_config, steps, learner.config.seed, torch.device("cpu"))
+    next_report = steps // 10
+    while ppo.timesteps < steps:
+        rollout = ppo.collect()
+        ppo.update(rollout, learned_rewards(learner.reward_model, rollout))
+        if ppo.timesteps >= next_report:
+            print(f"  retraining: {ppo.timesteps:,} of {steps:,} env steps", file=sys.stderr, flush=True)
+            next_report += steps // 10
+    return ppo
+
+
 def verdict(played: dict[str, list[Episode]], field: str) -> str:
     """Which policy the learned reward (`field`: summed or discounted) prefers, against the true reward's choice."""
     (first, first_episodes), (second, second_episodes) = played.items()
@@ -140,7 +162,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("preference_run", type=Path, help="folder of a preference run (its checkpoint.pt)")
     parser.add_argument("reference_run", type=Path, help="folder of a run to compare with, e.g. true-reward PPO")
     parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument(
+        "--retrain",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="also judge PPO trained afresh for STEPS env steps on the final learned reward, frozen (0: no)",
+    )
     args = parser.parse_args(argv)
+    if args.retrain < 0:
+        parser.error(f"--retrain must be 0 or more env steps, got {args.retrain}")
     for folder in (args.preference_run, args.reference_run):
         if not (folder / "checkpoint.pt").is_file():
             parser.error(f"{folder}: no checkpoint.pt (a folder that `rlhf run --out` wrote)")
@@ -158,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         print(summary(name, played[name]))
     for field, words in (("learned_return", "summed"), ("discounted_learned_return", "discounted")):
         print(f"the learned reward, {words}, {verdict(played, field)}")
+    if args.retrain:
+        retrained = play(retrain(learner, args.retrain), model.rewards, learner.config.env_id, args.episodes, gamma)
+        print(f"PPO trained afresh on the final learned reward for {args.retrain:,} env steps:")
+        print(summary("retrained", retrained))
     if not model.trusted:
         print("(the reward model was not trusted at the end of the run: PPO got zero reward from it)")
     print("\nlabeled segments by how their episode ended:")

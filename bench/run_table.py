@@ -88,14 +88,14 @@ PREFERENCE_ONLY = (
 
 def config_hash(config: RunConfig) -> str:
     """A short hash of everything in the resolved config but the seed: a change of settings is a new run. A
-    true-reward run's hash leaves out the `PREFERENCE_ONLY` settings."""
+    true-reward run's hash leaves out the `PREFERENCE_ONLY` settings, defaults included, so a setting added to
+    the reward model does not rerun it."""
     from dataclasses import replace
 
-    from worker.config import RunConfig
-
-    defaults = RunConfig()
-    unused = {name: getattr(defaults, name) for name in PREFERENCE_ONLY} if config.true_reward else {}
-    data = replace(config, seed=0, **unused).to_dict()
+    data = replace(config, seed=0).to_dict()
+    if config.true_reward:
+        for name in PREFERENCE_ONLY:
+            data.pop(name)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 

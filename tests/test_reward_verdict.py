@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from tiny_learners import tiny_learner
 
-from bench.reward_verdict import Episode, agreement_by_kind, main, play, segment_ending, verdict
+from bench.reward_verdict import Episode, agreement_by_kind, main, play, retrain, segment_ending, verdict
 from worker.loop import save_checkpoint
 from worker.types import LabeledPair, Segment
 
@@ -50,7 +50,7 @@ def test_agreement_is_counted_per_kind_of_pair():
 def test_episodes_are_scored_by_both_rewards_and_discounted_with_the_given_gamma():
     learner = tiny_learner()
 
-    def two_per_step(obs, actions, terminated):
+    def two_per_step(obs, actions, terminated, changes):
         return np.full(obs.shape[:2], 2.0, np.float32)
 
     episodes = play(learner.ppo, two_per_step, "CartPole-v1", episodes=3, gamma=0.9)
@@ -88,3 +88,32 @@ def test_the_script_prints_the_verdict_and_refuses_a_folder_without_a_run(tmp_pa
         main([str(tmp_path / "pref"), str(tmp_path / "missing")])
     assert refused.value.code == 2
     assert "missing: no checkpoint.pt" in capsys.readouterr().err
+
+
+def test_retraining_trains_a_fresh_policy_on_the_frozen_learned_reward_seen_with_each_steps_change():
+    learner = tiny_learner()
+    seen = []
+
+    def pays_for_moving_right(obs, actions, terminated, changes):
+        seen.append((obs.copy(), changes.copy()))
+        return changes[..., 0]  # the cart's change of position
+
+    learner.reward_model.rewards = pays_for_moving_right  # type: ignore[method-assign]
+    ppo = retrain(learner, 256)
+    assert ppo.timesteps == 256 and ppo is not learner.ppo
+    assert len(seen) == 256 // 64  # one call per rollout of 4 envs x 16 steps
+    obs, changes = seen[0]
+    assert not changes[-1].any()  # the last step's next observation is not in the rollout
+    inside = np.abs(changes[:-1]).sum(-1) > 0
+    np.testing.assert_allclose(changes[:-1][inside], (obs[1:] - obs[:-1])[inside], rtol=1e-6)
+
+
+def test_the_script_judges_a_retrained_policy_when_asked(tmp_path, capsys):
+    for name in ("pref", "ref"):
+        save_checkpoint(tmp_path / name / "checkpoint.pt", tiny_learner())
+    assert main([str(tmp_path / "pref"), str(tmp_path / "ref"), "--episodes", "2", "--retrain", "128"]) == 0
+    assert "\nretrained " in capsys.readouterr().out
+    with pytest.raises(SystemExit) as refused:
+        main([str(tmp_path / "pref"), str(tmp_path / "ref"), "--retrain", "-1"])
+    assert refused.value.code == 2
+    assert "--retrain must be 0 or more" in capsys.readouterr().err

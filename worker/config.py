@@ -98,6 +98,11 @@ class RewardModelConfig:
     """Width of each member's two hidden layers."""
     use_actions: bool = False
     """Feed the action to the reward network as well as the observation."""
+    use_changes: bool = False
+    """Feed the step's change of observation (the next one minus this one) to the reward network as well. A
+    reward for reaching a state, as a potential-based shaping pays it (LunarLander's +10 when a leg touches
+    down), can then be paid on the step that reaches it; a reward of the state alone has to pay it on every step
+    spent there, and a lander then sits on the pad for the rest of the episode instead of coming to rest."""
     learning_rate: float = 3e-3
     """Adam step size."""
     weight_decay: float = 1e-3

@@ -336,8 +336,10 @@ def default_settings(env_id: str) -> EnvSettings:
         # Nobody has checked that this env's initial policy shows behaviour worth comparing: a MountainCar whose
         # car never leaves the valley yields answers about fuel alone, and its model is never trusted.
         explore_until_trusted=True,
-        # Nor whether its episodes end one way or several (a lander lands or crashes).
-        reward_model=RewardModelConfig(terminal_reward=True),
+        # Nor whether its episodes end one way or several (a lander lands or crashes), nor whether its reward pays
+        # for reaching a state (a shaping term) rather than for being in it: the step's change of observation lets
+        # the model pay a lander's touchdown once, where a reward of the state alone pays for sitting on the pad.
+        reward_model=RewardModelConfig(terminal_reward=True, use_changes=True),
         # Labels until the end: a model frozen at 75% of the run was exploited in the last quarter (LunarLander fell
         # from about 200 to 85 on one seed), and its last labels are about the states the final policy visits.
         label_schedule_end=1.0,
@@ -347,8 +349,8 @@ def default_settings(env_id: str) -> EnvSettings:
             "`normalize: true` (the reward's scale is unknown), observation normalization where the bounds are "
             "unbounded or far apart, gamma from the episode length, segments as long as its horizon, a small "
             f"entropy bonus for discrete actions, {EPISODES_PER_RUN} episodes of env steps, state-entropy "
-            "exploration until the reward model is trusted, a learned reward for how an episode ended, and labels "
-            "asked until the end of the run."
+            "exploration until the reward model is trusted, a learned reward for how an episode ended and for each "
+            "step's change of observation, and labels asked until the end of the run."
         ),
     )
 

@@ -25,7 +25,7 @@ from worker.exploration import StateEntropyBonus
 from worker.metrics import MetricsLogger, plot_curve
 from worker.pairs import labels_rank_by_ending, select_pairs, tie_record
 from worker.ppo import PPO, Rollout
-from worker.reward_model import RewardEnsemble
+from worker.reward_model import RewardEnsemble, observation_changes
 from worker.segments import cut_segments
 from worker.teachers import Teacher, make_teacher
 from worker.types import LabeledPair, Segment
@@ -66,6 +66,14 @@ class RunResult:
     metrics: dict
     learner: Learner
     teacher: Teacher
+
+
+def learned_rewards(model: RewardEnsemble, rollout: Rollout) -> np.ndarray:
+    """(T, N) the model's rewards for a rollout's steps, each seen with its change of observation where the next
+    observation is of the same episode."""
+    over = rollout.terminated | rollout.truncated
+    changes = observation_changes(rollout.obs, rollout.valid & ~over)
+    return model.rewards(rollout.obs, rollout.actions, rollout.terminated, changes)
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
@@ -244,7 +252,7 @@ class Learner:
                     self.fit(ask(self.candidates, pairs))
                 self.logger.record("labels/deferred", float(count - len(pairs)))
                 if self.reward_model.trusted:
-                    rewards = self.reward_model.rewards(rollout.obs, rollout.actions, rollout.terminated)
+                    rewards = learned_rewards(self.reward_model, rollout)
                 elif config.explore_until_trusted:
                     rewards = self.exploration.rewards(rollout.obs, rollout.valid)
                 else:

@@ -666,11 +666,12 @@ class PPO:
         self,
         episodes: int = 20,
         seed: int = 10_000,
-        reward: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
+        reward: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
     ) -> np.ndarray:
         """(episodes,) undiscounted returns of the deterministic policy's full episodes, on the true reward or on
-        `reward(obs, actions, terminated)` ((1, B, ...) steps -> (1, B) rewards, as
-        `RewardEnsemble.rewards` takes them).
+        `reward(obs, actions, terminated, changes)` ((1, B, ...) steps -> (1, B) rewards, as
+        `RewardEnsemble.rewards` takes them; `changes` is the next observation minus this one, zero where the
+        episode is over).
 
         Runs one episode in each of `episodes` sub-envs of a separate vector env, reset with `seed` (same seed,
         same start states); does not count toward `timesteps` nor change the observation normalizer.
@@ -691,7 +692,10 @@ class PPO:
             next_obs, true_reward, terminated, truncated, _ = env.step(action)
             step_reward = true_reward
             if reward is not None:
-                step_reward = reward(obs[None], np.asarray(action)[None], np.asarray(terminated)[None])[0]
+                over = np.logical_or(terminated, truncated)[:, None]
+                changes = np.where(over, 0.0, np.asarray(next_obs, dtype=np.float32) - obs)
+                step_reward = reward(obs[None], np.asarray(action)[None], np.asarray(terminated)[None], changes[None])
+                step_reward = step_reward[0]
             returns += np.where(finished, 0.0, step_reward)
             obs = next_obs
             finished |= np.logical_or(terminated, truncated)

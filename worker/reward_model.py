@@ -22,6 +22,14 @@ from worker.pairs import live_steps
 from worker.types import LabeledPair, Segment
 
 
+def observation_changes(obs: np.ndarray, continues: np.ndarray) -> np.ndarray:
+    """(T, ..., obs_dim) each row's next observation minus its own, along the first axis, where `continues`
+    ((T, ...) bool: the next row holds the same episode's next observation), else zero; zero on the last row."""
+    changes = np.zeros(obs.shape, dtype=np.float32)
+    changes[:-1] = np.where(continues[:-1, ..., None], obs[1:] - obs[:-1], 0.0)
+    return changes
+
+
 def preference_probability(sum_left: torch.Tensor, sum_right: torch.Tensor, noise: float = 0.0) -> torch.Tensor:
     """P[left ≻ right] from the two summed rewards; a softmax over the pair, so ±1000 gives 1/0, never NaN."""
     bt = torch.softmax(torch.stack([sum_left, sum_right], dim=-1), dim=-1)[..., 0]
@@ -79,8 +87,9 @@ class EnsembleMLP(nn.Module):
 class RewardEnsemble:
     """An ensemble of reward networks r(s[, a]) trained on preferences, with its input normalization.
 
-    Inputs are the observation standardized by statistics of the labeled segments (and clipped), the
-    action (one-hot for discrete actions) when `use_actions`, and an "ended" flag. In the absorbing ended state
+    Inputs are the observation standardized by statistics of the labeled segments (and clipped), the step's
+    change of observation (standardized the same way) when `use_changes`, the action (one-hot for discrete actions)
+    when `use_actions`, and an "ended" flag. In the absorbing ended state
     the observation and action features are zero and the flag is one, so the network learns one reward for "the
     episode is over". With `terminal_reward`, a second flag marks the ended state's first step, whose observation
     features are those of the last live step, the state the ending step was taken from: a reward for how the
@@ -110,10 +119,16 @@ class RewardEnsemble:
         self.device = device
         self.seed = seed
         self.terminal_weight = terminal_weight
-        self.in_dim = obs_dim + (action_dim if config.use_actions else 0) + (2 if config.terminal_reward else 1)
+        self.in_dim = (
+            obs_dim
+            + (obs_dim if config.use_changes else 0)
+            + (action_dim if config.use_actions else 0)
+            + (2 if config.terminal_reward else 1)
+        )
         self.net = EnsembleMLP(config.ensemble_size, self.in_dim, config.hidden_size).to(device)
         self.obs_mean = np.zeros(obs_dim, dtype=np.float32)
         self.obs_std = np.ones(obs_dim, dtype=np.float32)
+        self.change_std = np.ones(obs_dim, dtype=np.float32)
         self.validation_accuracy = float("nan")
         self.validation_strict = 0
         self.trusted = False  # no labels yet, nothing to go by: zero reward until set_normalization says so
@@ -126,7 +141,12 @@ class RewardEnsemble:
 
     # ---- features -------------------------------------------------------------------------------------
     def features(
-        self, obs: np.ndarray, actions: np.ndarray, ended: np.ndarray, ending: np.ndarray | None = None
+        self,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        ended: np.ndarray,
+        ending: np.ndarray | None = None,
+        changes: np.ndarray | None = None,
     ) -> torch.Tensor:
         """Network input for a batch of steps.
 
@@ -136,6 +156,9 @@ class RewardEnsemble:
             ended: (B,) bool, True in the absorbing ended state.
             ending: (B,) bool, True at the ended state's first step, whose `obs` is that of the step the episode
                 ended on; None: no such step. Seen only with `terminal_reward`.
+            changes: (B, obs_dim) raw next observation minus this one, zero where the next one is not known (the
+                last step of a segment or rollout, the step an episode ended on); None: all unknown. Seen only
+                with `use_changes`.
 
         Returns:
             (B, in_dim) float32 tensor on the model's device.
@@ -146,6 +169,10 @@ class RewardEnsemble:
             seen = np.maximum(alive, ending.astype(np.float32)[:, None])
         clip = self.config.input_clip
         parts = [np.clip(self._standardize(obs), -clip, clip) * seen]
+        if self.config.use_changes:
+            if changes is None:
+                changes = np.zeros_like(obs, dtype=np.float32)
+            parts.append(np.clip(changes.astype(np.float32) / self.change_std, -clip, clip) * alive)
         if self.config.use_actions:
             if self.discrete_actions:
                 action_features = np.eye(self.action_dim, dtype=np.float32)[actions.astype(np.int64).reshape(-1)]
@@ -163,11 +190,17 @@ class RewardEnsemble:
         actions = np.stack([s.actions for s in segments])
         ended = np.stack([s.ended for s in segments])
         count, length = ended.shape
+        next_is_live = np.pad(~ended[:, 1:], ((0, 0), (0, 1)))  # False on the last step: its next one is unknown
+        changes = observation_changes(obs.swapaxes(0, 1), next_is_live.swapaxes(0, 1)).swapaxes(0, 1)
         ending = ended & ~np.pad(ended, ((0, 0), (1, 0)))[:, :-1]  # the first ended step of each segment
         # The ending is seen through the step the episode ended on (a segment starts alive, so there is one).
         obs = np.where(ending[..., None], np.roll(obs, 1, axis=1), obs)
         flat = self.features(
-            obs.reshape(count * length, -1), actions.reshape(count * length, -1), ended.ravel(), ending.ravel()
+            obs.reshape(count * length, -1),
+            actions.reshape(count * length, -1),
+            ended.ravel(),
+            ending.ravel(),
+            changes.reshape(count * length, -1),
         )
         return flat.reshape(count, length, -1)
 
@@ -201,7 +234,13 @@ class RewardEnsemble:
         sums_right = torch.as_tensor(self.segment_sums(right))
         return preference_probability(sums_left, sums_right).numpy()
 
-    def rewards(self, obs: np.ndarray, actions: np.ndarray, terminated: np.ndarray | None = None) -> np.ndarray:
+    def rewards(
+        self,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        terminated: np.ndarray | None = None,
+        changes: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Normalized ensemble-mean reward for steps of a rollout, in one batched call.
 
         Args:
@@ -213,6 +252,8 @@ class RewardEnsemble:
                 is not charged what the model extrapolates for it: its penalty shrinks with its distance from
                 them (`ending_familiarity`), so a policy is not kept from an outcome the labels have never shown
                 (LunarLander's first landing, whose model has seen only crashes).
+            changes: (T, N, obs_dim) each step's next observation minus its own, zero where it is not known or
+                the episode ended (`observation_changes`); None: all unknown. Read only with `use_changes`.
 
         Returns:
             (T, N) float32 rewards, shifted by `reward_offset` and divided by `reward_scale`; zeros while the
@@ -223,7 +264,8 @@ class RewardEnsemble:
         batch_shape = obs.shape[:2]
         count = batch_shape[0] * batch_shape[1]
         flat_obs = obs.reshape(count, -1)
-        feats = self.features(flat_obs, actions.reshape(count, -1), np.zeros(count, dtype=bool))
+        flat_changes = None if changes is None else changes.reshape(count, -1)
+        feats = self.features(flat_obs, actions.reshape(count, -1), np.zeros(count, dtype=bool), None, flat_changes)
         raw = self.member_rewards(feats).mean(0).cpu().numpy()
         if self.config.terminal_reward and terminated is not None:
             ends = terminated.reshape(count)
@@ -403,6 +445,12 @@ class RewardEnsemble:
         if len(live_obs) > 1:
             self.obs_mean = live_obs.mean(0).astype(np.float32)
             self.obs_std = (live_obs.std(0) + 1e-6).astype(np.float32)
+        if self.config.use_changes:
+            segments = [s for p in pairs for s in (p.left, p.right)]
+            continuing = [~s.ended[1:] for s in segments]  # the step's next one is of the same episode
+            changes = np.concatenate([np.diff(s.obs, axis=0)[c] for s, c in zip(segments, continuing, strict=True)])
+            if len(changes) > 1:
+                self.change_std = (changes.std(0) + 1e-6).astype(np.float32)
 
     def _tensors(self, pairs: Sequence[LabeledPair]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         left = self.segment_features([p.left for p in pairs])
@@ -436,6 +484,7 @@ class RewardEnsemble:
             "net": self.net.state_dict(),
             "obs_mean": self.obs_mean,
             "obs_std": self.obs_std,
+            "change_std": self.change_std,
             "reward_offset": self.reward_offset,
             "reward_scale": self.reward_scale,
             "validation_accuracy": self.validation_accuracy,
@@ -449,6 +498,7 @@ class RewardEnsemble:
         self.net.load_state_dict(state["net"])
         self.obs_mean = np.asarray(state["obs_mean"], dtype=np.float32)
         self.obs_std = np.asarray(state["obs_std"], dtype=np.float32)
+        self.change_std = np.asarray(state.get("change_std", self.change_std), dtype=np.float32)
         self.reward_offset = float(state["reward_offset"])
         self.reward_scale = float(state["reward_scale"])
         self.validation_accuracy = float(state["validation_accuracy"])

@@ -24,7 +24,7 @@ def always(learner: Learner, action: int) -> dict:
     return learner.ppo.policy_state()
 
 
-def pushes_right(obs: np.ndarray, actions: np.ndarray, terminated: np.ndarray) -> np.ndarray:
+def pushes_right(obs: np.ndarray, actions: np.ndarray, terminated: np.ndarray, changes: np.ndarray) -> np.ndarray:
     """A learned reward that pays for pushing right: (1, B) steps -> (1, B)."""
     return (np.asarray(actions) == 1).astype(np.float32)
 

@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from worker.config import RewardModelConfig
-from worker.reward_model import RewardEnsemble
+from worker.reward_model import RewardEnsemble, observation_changes
 from worker.teachers import make_teacher
 from worker.types import LabeledPair, Segment
 
@@ -210,3 +210,34 @@ def test_an_ending_unlike_every_labeled_one_is_not_charged_the_penalty_the_model
     restored.load_state_dict(model.state_dict())
     np.testing.assert_array_equal(restored.labeled_endings, model.labeled_endings)
     assert restored.ending_spacing == model.ending_spacing
+
+
+def test_observation_changes_are_the_next_observation_minus_this_one_within_an_episode():
+    obs = np.array([[0.0], [1.0], [3.0], [10.0], [11.0]], np.float32)
+    continues = np.array([True, True, False, True, True])  # the episode ended on step 2
+    changes = observation_changes(obs, continues)
+    np.testing.assert_array_equal(changes[:, 0], [1.0, 2.0, 0.0, 1.0, 0.0])  # the last row's next is unknown
+
+
+def touchdown_segment(touchdown: int | None) -> Segment:
+    """A flag that turns on at `touchdown` and stays on; the true reward pays 1 on the step that turns it on, as a
+    potential-based shaping pays for reaching a state (LunarLander's leg contact)."""
+    flag = np.zeros((LENGTH, 1), np.float32)
+    rewards = np.zeros(LENGTH, np.float32)
+    if touchdown is not None:
+        flag[touchdown:] = 1.0
+        rewards[touchdown - 1] = 1.0  # the step whose next observation has the flag on
+    return Segment(flag, np.zeros(LENGTH, np.int64), rewards, np.zeros(LENGTH, bool))
+
+
+def test_with_changes_a_reward_for_reaching_a_state_is_paid_once_not_for_every_step_spent_there(rng):
+    times = [None, 2, 4, 6, 8]
+    pairs = [tuple(touchdown_segment(times[i]) for i in rng.choice(len(times), 2)) for _ in range(200)]
+    sums = {}
+    for use_changes in (False, True):
+        model = RewardEnsemble(1, 2, True, RewardModelConfig(use_changes=use_changes), torch.device("cpu"), 0)
+        model.fit(labeled(pairs, rng))
+        sums[use_changes] = model.segment_sums([touchdown_segment(t) for t in (2, 8)]).mean(0)
+    # Touching down early or late is worth the same 1; a reward of the state alone pays early touchdowns more.
+    early_minus_late = {use_changes: float(s[0] - s[1]) for use_changes, s in sums.items()}
+    assert abs(early_minus_late[True]) < 0.25 * early_minus_late[False]
