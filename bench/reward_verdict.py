@@ -40,6 +40,7 @@ from worker.envs import registered_id  # noqa: E402
 from worker.loop import Learner, learned_rewards, load_checkpoint  # noqa: E402
 from worker.pairs import PreferencePredictor, live_steps  # noqa: E402
 from worker.ppo import PPO  # noqa: E402
+from worker.segments import step_changes  # noqa: E402
 from worker.types import LabeledPair, Segment  # noqa: E402
 
 EPISODE_SEED = 30_000
@@ -86,8 +87,7 @@ def play(ppo: PPO, reward: StepReward, env_id: str, episodes: int, gamma: float)
             obs = np.asarray(obs, dtype=np.float32)
             action = np.asarray(ppo.act(obs[None], deterministic=True))[0]
             next_obs, true_reward, terminated, truncated, _ = env.step(action)
-            over = terminated or truncated
-            changes = np.zeros_like(obs) if over else np.asarray(next_obs, dtype=np.float32) - obs
+            changes = step_changes(obs, next_obs, terminated or truncated)
             step_rewards = reward(obs[None, None], action[None, None], np.array([[terminated]]), changes[None, None])
             step = float(step_rewards[0, 0])
             true_return += float(true_reward)

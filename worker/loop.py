@@ -25,8 +25,8 @@ from worker.exploration import StateEntropyBonus
 from worker.metrics import MetricsLogger, plot_curve
 from worker.pairs import labels_rank_by_ending, select_pairs, tie_record
 from worker.ppo import PPO, Rollout
-from worker.reward_model import RewardEnsemble, observation_changes
-from worker.segments import cut_segments
+from worker.reward_model import RewardEnsemble
+from worker.segments import cut_segments, observation_changes
 from worker.teachers import Teacher, make_teacher
 from worker.types import LabeledPair, Segment
 

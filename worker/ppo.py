@@ -32,6 +32,7 @@ from worker.envs import (
     vector_physics_states,
 )
 from worker.ppo_fast import adam_step, clip_grad_norm, numpy_mlp
+from worker.segments import step_changes
 
 
 class RunningMeanStd:
@@ -692,8 +693,7 @@ class PPO:
             next_obs, true_reward, terminated, truncated, _ = env.step(action)
             step_reward = true_reward
             if reward is not None:
-                over = np.logical_or(terminated, truncated)[:, None]
-                changes = np.where(over, 0.0, np.asarray(next_obs, dtype=np.float32) - obs)
+                changes = step_changes(obs, next_obs, np.logical_or(terminated, truncated))
                 step_reward = reward(obs[None], np.asarray(action)[None], np.asarray(terminated)[None], changes[None])
                 step_reward = step_reward[0]
             returns += np.where(finished, 0.0, step_reward)

@@ -19,15 +19,8 @@ from torch.nn import functional as F
 from worker.config import RewardModelConfig
 from worker.exploration import knn_distances
 from worker.pairs import live_steps
+from worker.segments import segment_changes
 from worker.types import LabeledPair, Segment
-
-
-def observation_changes(obs: np.ndarray, continues: np.ndarray) -> np.ndarray:
-    """(T, ..., obs_dim) each row's next observation minus its own, along the first axis, where `continues`
-    ((T, ...) bool: the next row holds the same episode's next observation), else zero; zero on the last row."""
-    changes = np.zeros(obs.shape, dtype=np.float32)
-    changes[:-1] = np.where(continues[:-1, ..., None], obs[1:] - obs[:-1], 0.0)
-    return changes
 
 
 def preference_probability(sum_left: torch.Tensor, sum_right: torch.Tensor, noise: float = 0.0) -> torch.Tensor:
@@ -190,8 +183,7 @@ class RewardEnsemble:
         actions = np.stack([s.actions for s in segments])
         ended = np.stack([s.ended for s in segments])
         count, length = ended.shape
-        next_is_live = np.pad(~ended[:, 1:], ((0, 0), (0, 1)))  # False on the last step: its next one is unknown
-        changes = observation_changes(obs.swapaxes(0, 1), next_is_live.swapaxes(0, 1)).swapaxes(0, 1)
+        changes, _known = segment_changes(obs, ended)
         ending = ended & ~np.pad(ended, ((0, 0), (1, 0)))[:, :-1]  # the first ended step of each segment
         # The ending is seen through the step the episode ended on (a segment starts alive, so there is one).
         obs = np.where(ending[..., None], np.roll(obs, 1, axis=1), obs)
@@ -447,10 +439,9 @@ class RewardEnsemble:
             self.obs_std = (live_obs.std(0) + 1e-6).astype(np.float32)
         if self.config.use_changes:
             segments = [s for p in pairs for s in (p.left, p.right)]
-            continuing = [~s.ended[1:] for s in segments]  # the step's next one is of the same episode
-            changes = np.concatenate([np.diff(s.obs, axis=0)[c] for s, c in zip(segments, continuing, strict=True)])
-            if len(changes) > 1:
-                self.change_std = (changes.std(0) + 1e-6).astype(np.float32)
+            changes, known = segment_changes(np.stack([s.obs for s in segments]), np.stack([s.ended for s in segments]))
+            if known.sum() > 1:
+                self.change_std = (changes[known].std(0) + 1e-6).astype(np.float32)
 
     def _tensors(self, pairs: Sequence[LabeledPair]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         left = self.segment_features([p.left for p in pairs])

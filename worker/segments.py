@@ -9,6 +9,9 @@ given rewards measured against it (see RewardEnsemble.set_normalization).
 
 A time-limit truncation is not a failure: a segment never crosses one, nor the end of the rollout, where
 what came next is unknown.
+
+Also here: each step's change of observation (`step_changes`), which the reward model may see, computed alike
+for a step, a rollout and a segment.
 """
 
 from __future__ import annotations
@@ -117,3 +120,24 @@ def _segment(
     ended = np.arange(length) >= live
     return Segment(obs=seg_obs, actions=seg_actions, true_rewards=seg_rewards, ended=ended, env_id=env_id)
 
+
+def step_changes(obs: np.ndarray, next_obs: np.ndarray, over: np.ndarray | bool) -> np.ndarray:
+    """(..., obs_dim) float32 `next_obs - obs`, the reward model's `use_changes` input, zero where `over` (...):
+    the episode ended on the step, or the next observation is not known."""
+    return np.where(np.asarray(over)[..., None], 0.0, np.asarray(next_obs, np.float32) - obs).astype(np.float32)
+
+
+def observation_changes(obs: np.ndarray, continues: np.ndarray) -> np.ndarray:
+    """(T, ..., obs_dim) each row's next observation minus its own, along the first axis, where `continues`
+    ((T, ...) bool: the next row holds the same episode's next observation), else zero; zero on the last row."""
+    changes = np.zeros(obs.shape, dtype=np.float32)
+    changes[:-1] = step_changes(obs[:-1], obs[1:], ~continues[:-1])
+    return changes
+
+
+def segment_changes(obs: np.ndarray, ended: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(S, L, obs_dim) each step's change of observation in S segments of equal length L, given their stacked
+    (S, L, obs_dim) observations and (S, L) `ended` flags, and (S, L) where it is known: the next step is in the
+    segment and alive (not on the last step, nor the one an episode ended on)."""
+    next_is_live = np.pad(~ended[:, 1:], ((0, 0), (0, 1)))
+    return observation_changes(obs.swapaxes(0, 1), next_is_live.swapaxes(0, 1)).swapaxes(0, 1), next_is_live

@@ -2,7 +2,8 @@ import numpy as np
 import torch
 
 from worker.config import RewardModelConfig
-from worker.reward_model import RewardEnsemble, observation_changes
+from worker.reward_model import RewardEnsemble
+from worker.segments import observation_changes
 from worker.teachers import make_teacher
 from worker.types import LabeledPair, Segment
 
